@@ -1,0 +1,111 @@
+"""pcpipe command line: parse, call a stage, print. No logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import SOURCES
+
+
+def _print_info(r: dict) -> None:
+    print(f"{r['path']}")
+    if "format" in r:
+        ver = f" {r['version']} PDRF {r['pdrf']}" if "version" in r else ""
+        hc = r.get("point_count_header")
+        print(f"  format     {r['format']}{ver}")
+        print(f"  points     {r.get('point_count', '?'):,}" + (f" (header {hc:,})" if hc is not None else "")
+              if isinstance(r.get("point_count"), int) else f"  points     header {hc}")
+        if r.get("bounds"):
+            b = r["bounds"]
+            print(f"  bounds     x {b[0]:.3f}..{b[3]:.3f}  y {b[1]:.3f}..{b[4]:.3f}  z {b[2]:.3f}..{b[5]:.3f}")
+        if "scales" in r:
+            print(f"  scale      {r['scales']}  offset {r['offsets']}")
+        if r.get("dimensions"):
+            print(f"  dimensions {', '.join(r['dimensions'])}")
+        c = r.get("crs") or {}
+        print(f"  crs        {'EPSG:' + str(c['epsg']) if c.get('epsg') else '-'} {c.get('name') or '(none recorded)'}"
+              + (f"; vertical: {c['vertical']}" if c.get("vertical") else ""))
+    for f in r.get("findings", []):
+        print(f"  {f['level']:<10} {f['code']}: {f['message']}")
+    print(f"  status     {r.get('status')}")
+
+
+def cmd_info(a) -> int:
+    from .stages.info import info
+
+    res = info(a.paths, source=a.source, config_path=a.config)
+    if a.json:
+        json.dump(res, sys.stdout, indent=2, default=str, ensure_ascii=False)
+        print()
+    else:
+        for r in res:
+            _print_info(r)
+    return 1 if any(r.get("status") == "invalid" for r in res) else 0
+
+
+def cmd_ingest(a) -> int:
+    from .stages.ingest import ingest
+
+    s = ingest(a.paths, a.out, a.source, crs=a.crs, assume_crs=a.assume_crs, target_crs=a.target_crs, gcp=a.gcp,
+               geoid=a.geoid, height=a.height, config_path=a.config, workers=a.workers, scheduler=a.scheduler,
+               quiet=a.quiet)
+    print(f"ingest {a.source}: {s['accepted']} accepted, {s['quarantined']} quarantined; "
+          f"{s['points_in']:,} points in, {s['points_out']:,} out, {s['points_filtered']:,} filtered "
+          f"-> {s['out_dir']}/ingest-summary.json")
+    for r in s["results"]:
+        if r["status"] == "quarantined":
+            print(f"  QUARANTINED [{r['code']}] {r['reason']}")
+    return 2 if s["quarantined"] else 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    return run_demo(a.out, workers=a.workers, quiet=a.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pcpipe", description="VIRTUAL SHIZUOKA point-cloud pipeline")
+    p.add_argument("--version", action="version", version=f"pcpipe {__import__('pipeline').__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("info", help="describe and validate point-cloud files")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--source", choices=SOURCES, help="reader options from this source profile (e.g. xyz columns)")
+    s.add_argument("--config", help="YAML file overriding the bundled profiles")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("ingest", help="read, validate and reproject survey files to normalised LAS 1.4")
+    s.add_argument("paths", nargs="+", help="files, folders or zip archives")
+    s.add_argument("--source", required=True, choices=SOURCES)
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--crs", help="CRS of the inputs, overriding what files say (EPSG code or any PROJ string)")
+    s.add_argument("--assume-crs", help="CRS for inputs that record none")
+    s.add_argument("--target-crs", help="output CRS (default 6676, heights T.P.)")
+    s.add_argument("--gcp", help="control points CSV (x,y,z local; E,N,H in EPSG:6676 + T.P.)")
+    s.add_argument("--geoid", help="geoid model for ellipsoidal heights: GSIGEO2011 (default), JPGEO2024 or none")
+    s.add_argument("--height", choices=["orthometric", "ellipsoidal", "chart_datum", "local"],
+                   help="what z is when the CRS has no vertical part (default from the source profile)")
+    s.add_argument("--config", help="YAML file overriding the bundled profiles")
+    s.add_argument("--workers", type=int, default=1, help="Dask worker processes (default 1: in-process)")
+    s.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:port)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("demo", help="make the synthetic demo survey and run the pipeline on it")
+    s.add_argument("--out", default="demo-out")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"pcpipe: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,77 @@
+"""Run one file's work in a child process with a wall-time and an address-space cap.
+
+A reader that loops or allocates on a lying header (laspy on 1e9 VLRs grew to 23 GB) then costs one quarantined
+file instead of the run. Children come from a forkserver, so each costs a fork, not an interpreter start, and no
+reader threads (lazrs) are inherited."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import traceback
+
+from .validate import InputError
+
+_CTX = None
+
+
+def _context():
+    global _CTX
+    if _CTX is None:
+        _CTX = mp.get_context("forkserver")
+        _CTX.set_forkserver_preload(["pipeline.stages.ingest", "pipeline.stages.info"])
+    return _CTX
+
+
+class CapExceeded(InputError):
+    pass
+
+
+def _child(conn, fn, args, kwargs, memory_bytes):
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    try:
+        conn.send(("ok", fn(*args, **kwargs)))
+    except InputError as e:
+        conn.send(("input-error", (e.path, e.code, str(e))))
+    except MemoryError:
+        conn.send(("input-error", (None, "memory-cap", f"exceeded the memory cap of {memory_bytes / 2**30:.1f} GiB")))
+    except BaseException as e:  # noqa: BLE001 - a reader's panic must come back as a reason, not a dead worker
+        conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"))
+    finally:
+        conn.close()
+
+
+def run_capped(fn, *args, seconds: float = 900, memory_gb: float | None = 8, label: str = "", **kwargs):
+    """fn(*args, **kwargs) in a child; returns its result. InputError (and CapExceeded) come back as such;
+    any other exception becomes RuntimeError with the child's traceback."""
+    if os.environ.get("PCPIPE_NO_GUARD") == "1":  # debugging: run in-process
+        return fn(*args, **kwargs)
+    ctx = _context()
+    recv, send = ctx.Pipe(duplex=False)
+    mem = int(memory_gb * 2**30) if memory_gb else 0
+    p = ctx.Process(target=_child, args=(send, fn, args, kwargs, mem), daemon=True)
+    p.start()
+    send.close()
+    try:
+        if not recv.poll(seconds):
+            p.kill()
+            p.join()
+            raise CapExceeded(label, "time-cap", f"took longer than the cap of {seconds:g} s; stopped")
+        try:
+            kind, value = recv.recv()
+        except EOFError:
+            p.join()
+            raise CapExceeded(label, "reader-died", f"reader process died (exit code {p.exitcode}), most likely "
+                                                    f"over the memory cap of {memory_gb} GiB") from None
+    finally:
+        recv.close()
+    p.join()
+    if kind == "ok":
+        return value
+    if kind == "input-error":
+        path, code, message = value
+        err = InputError(path or label, code, message)
+        err.args = (message,)  # message already names the file
+        raise err
+    raise RuntimeError(value)

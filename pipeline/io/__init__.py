@@ -1,0 +1,192 @@
+"""One entry point for every input format: detect it, open it, and hand out PointCloud chunks.
+
+Each format family lives in its own module; this module only chooses among them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from ..points import PointCloud
+from ..validate import Finding, InputError
+
+LAS_EXT = (".las", ".laz")
+TEXT_EXT = (".xyz", ".csv", ".txt", ".pts")
+KONGSBERG_EXT = (".all", ".mb56", ".mb51", ".mb57", ".mb58", ".mb59", ".kmall", ".wcd")
+NOT_DATA_EXT = (".inf", ".md", ".json", ".jpg", ".jpeg", ".png", ".prj", ".xml", ".html", ".wdp", ".mtl")
+DATA_EXT = LAS_EXT + TEXT_EXT + (".ply", ".obj", ".pcd", ".gsf", ".mb121", ".bag", ".zip") + KONGSBERG_EXT
+
+
+def detect(path) -> str:
+    from .scannerapp import is_export
+
+    p = str(path)
+    if os.path.isdir(p):
+        if is_export(p):
+            return "3dscannerapp"
+        raise InputError(p, "not-data", "a folder that is not a 3d Scanner App export; name the files in it")
+    with open(p, "rb") as f:
+        head = f.read(16)
+    low = p.lower()
+    if head[:4] == b"LASF":
+        return "las"
+    if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
+        return "zip"
+    if head[:8] == b"\x89HDF\r\n\x1a\n":
+        return "bag"
+    if head[:3] == b"ply":
+        return "ply"
+    if low.endswith(".pcd") or head.startswith(b"# .PCD") or head.startswith(b"VERSION"):
+        return "pcd"
+    if low.endswith((".gsf", ".mb121")):
+        return "gsf"
+    if low.endswith(KONGSBERG_EXT):
+        return "kongsberg"
+    if low.endswith(".obj"):
+        return "obj"
+    if low.endswith(NOT_DATA_EXT):
+        return "not-data"
+    if low.endswith(TEXT_EXT):
+        return "xyz"
+    raise InputError(p, "unknown-format", f"unrecognised format (first bytes {head[:8]!r}); known: LAS/LAZ/COPC, "
+                                          f"PLY, OBJ, PCD, XYZ/CSV/TXT, GSF, BAG, zip, 3d Scanner App exports")
+
+
+@dataclass
+class Opened:
+    path: str
+    format: str
+    header: dict  # format facts for `info`: version, pdrf, counts, scales/offsets, header bounds, dimensions
+    crs: object | None
+    findings: list[Finding] = field(default_factory=list)
+    height: str | None = None  # what the format itself says about z
+    meta: dict = field(default_factory=dict)
+    _chunks: Callable[[int], Iterator[PointCloud]] | None = None
+
+    def chunks(self, size: int = 1_000_000) -> Iterator[PointCloud]:
+        return self._chunks(size)
+
+
+def _open_las(path) -> Opened:
+    import laspy
+
+    from ..crs import crs_from_las
+    from .las import iter_las
+    from ..validate import check_las
+
+    facts = check_las(path)
+    header = {"version": facts.version, "pdrf": facts.pdrf, "compressed": facts.compressed,
+              "point_count_header": facts.point_count, "scales": list(facts.scales), "offsets": list(facts.offsets),
+              "bounds_header": [*facts.mins, *facts.maxs], "vlrs": len([v for v in facts.vlrs if not v[4]]),
+              "evlrs": len([v for v in facts.vlrs if v[4]]),
+              "system_identifier": facts.system_identifier, "generating_software": facts.generating_software}
+    fmt = "copc" if any(v[0] == "copc" and v[1] == 1 for v in facts.vlrs) else ("laz" if facts.compressed else "las")
+    findings = list(facts.findings)
+    crs = None
+    meta = {}
+    if not facts.errors:
+        crs, more = crs_from_las(path, facts)
+        findings += more
+        with laspy.open(path) as r:
+            pf = r.header.point_format
+            header["dimensions"] = list(pf.dimension_names)
+            header["extra_dimensions"] = list(pf.extra_dimension_names)
+        day, year = facts.creation
+        if year >= 1990 and 1 <= day <= 366:
+            import datetime as dt
+            meta["creation_date"] = (dt.date(year, 1, 1) + dt.timedelta(days=day - 1)).isoformat()
+        if facts.pdrf in (4, 5, 9, 10):
+            findings.append(Finding("warning", "waveform", "waveform packet descriptors are not carried over "
+                                                           "(they point into an external .wdp file)"))
+    return Opened(str(path), fmt, header, crs, findings, None, meta,
+                  lambda size: iter_las(path, size, facts))
+
+
+def _whole(path, fmt, cloud: PointCloud, extra_header=None) -> Opened:
+    header = {"point_count_header": None, "dimensions": list(cloud.columns), **(extra_header or {})}
+    return Opened(str(path), fmt, header, cloud.crs, [], cloud.height, dict(cloud.meta), lambda size: cloud.chunks(size))
+
+
+def open_input(path, opts: dict | None = None) -> Opened:
+    """Open one input. opts carries reader options from the source profile (xyz columns, depth sign,
+    confidence threshold ...). Raises InputError for what cannot be opened at all."""
+    opts = opts or {}
+    fmt = detect(path)
+    if fmt == "las":
+        return _open_las(path)
+    if fmt == "ply":
+        from .ply import read_ply
+        return _whole(path, fmt, read_ply(path))
+    if fmt == "obj":
+        from .ply import read_obj
+        return _whole(path, fmt, read_obj(path))
+    if fmt == "pcd":
+        from .pcd import read_pcd
+        return _whole(path, fmt, read_pcd(path))
+    if fmt == "xyz":
+        from .xyz import read_xyz
+        x = opts.get("xyz", {})
+        return _whole(path, fmt, read_xyz(path, columns=x.get("columns"), delimiter=x.get("delimiter"),
+                                          depth_positive_down=x.get("depth_positive_down", True),
+                                          height=opts.get("height", "chart_datum")))
+    if fmt == "gsf":
+        from .sonar import read_gsf
+        return _whole(path, fmt, read_gsf(path))
+    if fmt == "bag":
+        from .sonar import read_bag
+        return _whole(path, fmt, read_bag(path))
+    if fmt == "3dscannerapp":
+        from .scannerapp import read_export
+        s = opts.get("scannerapp", {})
+        return _whole(path, fmt, read_export(path, min_confidence=s.get("min_confidence", 2),
+                                             stride=s.get("stride", 1), max_depth=s.get("max_depth", 5.0)))
+    if fmt == "kongsberg":
+        raise InputError(path, "unsupported-format",
+                         "Kongsberg/Simrad raw datagrams (MB-System formats 51-59) are not read here: no PyPI "
+                         "reader exists. Convert with MB-System (mbcopy to GSF, or mblist to XYZ) or read with "
+                         "PDAL readers.mbio, then ingest the result")
+    if fmt == "not-data":
+        raise InputError(path, "not-data", "not point data (sidecar or documentation file)")
+    if fmt == "zip":
+        raise InputError(path, "archive", "zip archives are expanded by the ingest stage, not opened directly")
+    raise InputError(path, "unknown-format", f"no reader for {fmt}")
+
+
+def expand_inputs(paths, workdir) -> tuple[list[str], list[InputError]]:
+    """Files, folders and zips -> (inputs, refused). A 3d Scanner App export folder is one input. Zips are
+    extracted under workdir, safely; a refused zip is returned as an InputError naming it, and the rest goes on."""
+    from .archive import extract_zip
+    from .scannerapp import is_export
+
+    out, refused = [], []
+
+    def walk(p, depth=0):
+        p = str(p)
+        if os.path.isdir(p):
+            if is_export(p):
+                out.append(p)
+                return
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                keep = [d for d in dirs if not is_export(os.path.join(root, d))]
+                for d in sorted(set(dirs) - set(keep)):
+                    out.append(os.path.join(root, d))
+                dirs[:] = keep
+                for f in sorted(files):
+                    if f.lower().endswith(DATA_EXT):
+                        walk(os.path.join(root, f), depth)
+            return
+        if p.lower().endswith(".zip") and depth < 3:
+            try:
+                walk(extract_zip(p, workdir), depth + 1)
+            except InputError as e:
+                refused.append(e)
+            return
+        out.append(p)
+
+    for p in paths:
+        if not os.path.exists(p):
+            refused.append(InputError(p, "missing", "no such file or folder"))
+            continue
+        walk(p)
+    return out, refused

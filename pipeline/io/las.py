@@ -1,0 +1,192 @@
+"""LAS / LAZ / COPC: chunked reading into PointCloud, and the normalised LAS 1.4 writer every stage uses."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import struct
+
+import laspy
+import numpy as np
+
+from ..points import PointCloud
+from ..validate import InputError, LasHeaderFacts, check_las
+
+STANDARD_DIMS = ("x", "y", "z", "intensity", "return_number", "number_of_returns", "synthetic", "key_point",
+                 "withheld", "overlap", "scanner_channel", "scan_direction_flag", "edge_of_flight_line",
+                 "classification", "user_data", "scan_angle", "point_source_id", "gps_time", "red", "green", "blue",
+                 "nir")
+WAVEFORM_DIMS = ("wavepacket_index", "wavepacket_offset", "wavepacket_size", "return_point_wave_location",
+                 "x_t", "y_t", "z_t")
+SCAN_ANGLE_STEP = 0.006  # degrees per unit of the PDRF 6-10 scan_angle field
+SCALE = 0.001
+PROVENANCE_USER = "pcpipe"
+
+
+def _columns(rec, point_format) -> dict[str, np.ndarray]:
+    cols = {"x": np.asarray(rec.x, dtype=np.float64), "y": np.asarray(rec.y, dtype=np.float64),
+            "z": np.asarray(rec.z, dtype=np.float64)}
+    extra = set(point_format.extra_dimension_names)
+    for name in point_format.dimension_names:
+        if name in ("X", "Y", "Z") or name in WAVEFORM_DIMS:
+            continue
+        arr = np.asarray(rec[name])
+        if name == "scan_angle_rank":
+            cols["scan_angle"] = arr.astype(np.float32)
+        elif name == "scan_angle" and name not in extra:
+            cols["scan_angle"] = (arr.astype(np.float32) * SCAN_ANGLE_STEP).astype(np.float32)
+        else:
+            cols[name] = arr.copy()
+    return cols
+
+
+def read_facts(path) -> LasHeaderFacts:
+    return check_las(path)
+
+
+def iter_las(path, chunk_size: int = 1_000_000, facts: LasHeaderFacts | None = None):
+    """Yield PointCloud chunks (CRS not attached: the caller decides it). Raises InputError for files whose header
+    fails validation, and when the file holds fewer points than its header promises."""
+    facts = facts or check_las(path)
+    if facts.errors:
+        raise InputError(path, facts.errors[0].code, facts.errors[0].message)
+    seen = 0
+    try:
+        with laspy.open(path) as reader:
+            pf = reader.header.point_format
+            for rec in reader.chunk_iterator(chunk_size):
+                if len(rec) == 0:
+                    break
+                seen += len(rec)
+                yield PointCloud(_columns(rec, pf), meta={"format": "las"})
+    except InputError:
+        raise
+    except BaseException as e:  # lazrs panics are BaseException (pyo3 PanicException)
+        if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        raise InputError(path, "unreadable", f"laspy could not read the points after {seen:,}: "
+                                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    if seen != facts.point_count:
+        raise InputError(path, "count-mismatch", f"header promises {facts.point_count:,} points but "
+                                                 f"{seen:,} could be read")
+
+
+def read_copc(path, bounds=None, level=None) -> PointCloud:
+    """Read a COPC file through its octree hierarchy (optionally a 2D/3D bounds query and a level cap)."""
+    from laspy.copc import Bounds, CopcReader
+
+    with CopcReader.open(path) as r:
+        q = None
+        if bounds is not None:
+            q = Bounds(np.array(bounds[: len(bounds) // 2]), np.array(bounds[len(bounds) // 2:]))
+        rec = r.query(bounds=q, level=level)
+        return PointCloud(_columns(rec, r.header.point_format), meta={"format": "copc"})
+
+
+# ------------------------------------------------------------------------------------------------- writing
+def output_pdrf(columns) -> int:
+    if "nir" in columns:
+        return 8
+    if all(c in columns for c in ("red", "green", "blue")):
+        return 7
+    return 6
+
+
+def _extra_params(cols: dict, pdrf: int) -> list:
+    std = set(laspy.PointFormat(pdrf).dimension_names) | set(STANDARD_DIMS)
+    params = []
+    for name, arr in cols.items():
+        if name in std:
+            continue
+        a = np.asarray(arr)
+        kind = a.dtype if a.ndim == 1 else np.dtype(f"{a.shape[1]}{a.dtype.str[1:]}")
+        if a.dtype == np.bool_:
+            kind = np.dtype("u1")
+        params.append(laspy.ExtraBytesParams(name=name, type=kind))
+    return params
+
+
+def _date_of(meta) -> dt.date | None:
+    d = meta.get("creation_date")
+    if isinstance(d, str):
+        try:
+            return dt.date.fromisoformat(d)
+        except ValueError:
+            return None
+    return d
+
+
+class LasWriter:
+    """Writes a normalised LAS 1.4 file (PDRF 6/7/8, scale 1 mm, WKT CRS, provenance VLR) chunk by chunk, to a
+    temporary name that is renamed into place on close. No wall-clock time is written: the creation date is the
+    source's, or left 0 (unknown), so that reruns are byte-identical."""
+
+    def __init__(self, path, first: PointCloud, provenance: dict, compress: bool | None = None):
+        self.path = str(path)
+        self.tmp = self.path + ".part"
+        self.pdrf = output_pdrf(first.columns)
+        header = laspy.LasHeader(point_format=self.pdrf, version="1.4")
+        header.add_extra_dims(_extra_params(first.columns, self.pdrf))
+        header.scales = np.array([SCALE] * 3)
+        b = first.bounds() or (0, 0, 0, 0, 0, 0)
+        header.offsets = np.floor(np.array(b[:3]) / 1000.0) * 1000.0
+        if first.crs is not None:
+            header.add_crs(first.crs)
+        header.vlrs.append(laspy.VLR(user_id=PROVENANCE_USER, record_id=1, description="provenance (JSON)",
+                                     record_data=json.dumps(provenance, sort_keys=True, ensure_ascii=False)
+                                     .encode("utf-8")))
+        header.system_identifier = provenance.get("source_kind", "")[:32]
+        header.generating_software = "pcpipe"
+        self.date = _date_of(first.meta)
+        header.creation_date = self.date or dt.date(2000, 1, 1)
+        self.header = header
+        compress = self.path.endswith(".laz") if compress is None else compress
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._w = laspy.open(self.tmp, mode="w", header=header, do_compress=compress)
+        self.count = 0
+
+    def write(self, cloud: PointCloud) -> None:
+        n = len(cloud)
+        if n == 0:
+            return
+        rec = laspy.ScaleAwarePointRecord.zeros(n, header=self.header)
+        dims = set(rec.point_format.dimension_names)
+        for name, arr in cloud.columns.items():
+            if name in ("x", "y", "z"):
+                continue
+            if name == "scan_angle":
+                rec["scan_angle"] = np.clip(np.round(np.asarray(arr, np.float64) / SCAN_ANGLE_STEP),
+                                            -30000, 30000).astype(np.int16)
+            elif name in dims:
+                rec[name] = arr
+        off, sc = self.header.offsets, self.header.scales
+        for i, k in enumerate("xyz"):
+            ints = np.round((cloud.columns[k] - off[i]) / sc[i])
+            if ints.size and (ints.min() < -2**31 or ints.max() >= 2**31):
+                raise ValueError(f"{k} values do not fit LAS int32 at scale {sc[i]} around offset {off[i]}")
+            rec[k.upper()] = ints.astype(np.int32)
+        self._w.write_points(rec)
+        self.count += n
+
+    def close(self) -> None:
+        self._w.close()
+        if self.date is None:  # 'unknown' creation date rather than today's
+            with open(self.tmp, "r+b") as f:
+                f.seek(90)
+                f.write(struct.pack("<HH", 0, 0))
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._w.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+
+def read_provenance(path) -> dict | None:
+    with laspy.open(path) as r:
+        for v in list(r.header.vlrs) + list(getattr(r, "evlrs", None) or []):
+            if v.user_id == PROVENANCE_USER and v.record_id == 1:
+                return json.loads(bytes(v.record_data).decode("utf-8"))
+    return None

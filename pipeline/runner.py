@@ -1,0 +1,55 @@
+"""The one place where work is handed to Dask. Tasks receive paths and small parameters and return small
+summaries; point arrays never enter the graph."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+def progress(iterable, total=None, desc="", quiet=False):
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="file", disable=quiet or None, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def client_for(workers: int | None = None, scheduler: str | None = None):
+    """None for in-process work; else a distributed Client on the given scheduler (or DASK_SCHEDULER_ADDRESS),
+    or on a LocalCluster of `workers` single-threaded processes (one thread per worker: LAZ codecs are not
+    helped by the GIL-sharing threads, and memory per worker stays predictable)."""
+    scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if not scheduler and (workers or 1) <= 1:
+        yield None
+        return
+    import dask
+    from distributed import Client, LocalCluster
+
+    # Workers start forkserver children for capped file reads, so they must not be daemonic.
+    with dask.config.set({"distributed.worker.daemon": False}):
+        if scheduler:
+            with Client(scheduler) as c:
+                yield c
+        else:
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                              host="127.0.0.1") as cluster, Client(cluster) as c:
+                yield c
+
+
+def map_tasks(fn, items: list, *, workers: int | None = None, scheduler: str | None = None, desc: str = "",
+              quiet: bool = False) -> list:
+    """fn(item) for every item, results in the order of items."""
+    if not items:
+        return []
+    with client_for(workers, scheduler) as client:
+        if client is None:
+            return [fn(item) for item in progress(items, len(items), desc, quiet)]
+        from distributed import as_completed
+
+        futures = client.map(fn, items, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        results = [None] * len(items)
+        for fut in progress(as_completed(futures), len(items), desc, quiet):
+            results[index[fut.key]] = fut.result()
+        return results
