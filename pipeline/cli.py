@@ -52,7 +52,7 @@ def cmd_ingest(a) -> int:
                quiet=a.quiet)
     print(f"ingest {a.source}: {s['accepted']} accepted, {s['quarantined']} quarantined; "
           f"{s['points_in']:,} points in, {s['points_out']:,} out, {s['points_filtered']:,} filtered "
-          f"-> {s['out_dir']}/ingest-summary.json")
+          f"-> {s['summary_path']}")
     for r in s["results"]:
         if r["status"] == "quarantined":
             print(f"  QUARANTINED [{r['code']}] {r['reason']}")

@@ -150,13 +150,18 @@ def crs_from_las(path, facts) -> tuple[CRS | None, list[Finding]]:
             findings.append(Finding("warning", "empty-wkt", "WKT VLR is empty; falling back to GeoTIFF keys"))
         else:
             try:
-                return CRS.from_wkt(text), findings
+                return unbound(CRS.from_wkt(text)), findings
             except pyproj.exceptions.CRSError as e:
                 findings.append(Finding("warning", "bad-wkt", f"WKT VLR does not parse ({e}); trying GeoTIFF keys"))
     if 34735 in payload:
         crs, more = parse_geotiff_keys(payload[34735], payload.get(34736), payload.get(34737))
         return crs, findings + more
     return None, findings
+
+
+def unbound(crs: CRS) -> CRS:
+    """WKT1 with TOWGS84 parses as a BoundCRS; the CRS of the coordinates is its source."""
+    return crs.source_crs if crs.is_bound and crs.source_crs is not None else crs
 
 
 # --------------------------------------------------------------------------------------------- descriptions
@@ -177,7 +182,7 @@ def split(crs: CRS) -> tuple[CRS, CRS | None]:
 
 def describe(crs: CRS | None) -> dict:
     if crs is None:
-        return {"epsg": None, "name": None, "wkt": None, "vertical": None}
+        return {"epsg": None, "name": None, "horizontal_epsg": None, "wkt": None, "vertical": None}
     h, v = split(crs)
     return {"epsg": epsg_of(crs), "name": crs.name, "horizontal_epsg": epsg_of(h),
             "vertical": v.name if v is not None else ("ellipsoidal" if crs.type_name.endswith("3D CRS") else None),

@@ -107,10 +107,34 @@ def _whole(path, fmt, cloud: PointCloud, extra_header=None) -> Opened:
     return Opened(str(path), fmt, header, cloud.crs, [], cloud.height, dict(cloud.meta), lambda size: cloud.chunks(size))
 
 
+def _sidecar_crs(opened: Opened) -> Opened:
+    """An ESRI-style `<name>.prj` beside a file that records no CRS of its own (XYZ, PLY, PCD ...)."""
+    if opened.crs is not None or os.path.isdir(opened.path):
+        return opened
+    prj = os.path.splitext(opened.path)[0] + ".prj"
+    if os.path.exists(prj):
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        from ..crs import unbound
+
+        try:
+            with open(prj, encoding="utf-8-sig") as f:
+                opened.crs = unbound(CRS.from_user_input(f.read().strip()))
+            opened.findings.append(Finding("info", "sidecar-crs", f"CRS read from {os.path.basename(prj)}"))
+        except CRSError as e:
+            raise InputError(opened.path, "bad-prj", f"sidecar {os.path.basename(prj)} does not parse: {e}") from None
+    return opened
+
+
 def open_input(path, opts: dict | None = None) -> Opened:
     """Open one input. opts carries reader options from the source profile (xyz columns, depth sign,
     confidence threshold ...). Raises InputError for what cannot be opened at all."""
-    opts = opts or {}
+    opened = _open(path, opts or {})
+    return opened if opened.format in ("las", "laz", "copc") else _sidecar_crs(opened)
+
+
+def _open(path, opts: dict) -> Opened:
     fmt = detect(path)
     if fmt == "las":
         return _open_las(path)

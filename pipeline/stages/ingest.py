@@ -159,7 +159,7 @@ def _task(item: dict) -> dict:
 
 def ingest(paths, out_dir, source: str, *, crs=None, assume_crs=None, target_crs=None, gcp=None, geoid=None,
            height=None, config=None, config_path=None, workers=None, scheduler=None, quiet=False) -> dict:
-    """Ingest many inputs; write DIR/<source>/<name>.laz per accepted file and DIR/ingest-summary.json."""
+    """Ingest many inputs; write DIR/<source>/<name>.laz per accepted file and DIR/<source>/ingest-summary.json."""
     cfg = config or load_config(config_path)
     profile(cfg, source)  # unknown source kinds fail before any work
     fmt = cfg["output"]["format"]
@@ -187,8 +187,9 @@ def ingest(paths, out_dir, source: str, *, crs=None, assume_crs=None, target_crs
         "results": results,
     }
     assert summary["points_in"] == summary["points_out"] + summary["points_filtered"], "point count not conserved"
-    tmp = os.path.join(out_dir, "ingest-summary.json.part")
-    with open(tmp, "w", encoding="utf-8") as f:
+    path = os.path.join(out_dir, source, "ingest-summary.json")
+    with open(path + ".part", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, ensure_ascii=False, default=str)
-    os.replace(tmp, os.path.join(out_dir, "ingest-summary.json"))
+    os.replace(path + ".part", path)
+    summary["summary_path"] = path
     return summary

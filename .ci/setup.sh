@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create or reuse .venv and install everything the project needs, Debian packages included (run as root on a
+# fresh Debian 12). Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+# Debian packages: python3-venv for the virtual environment.
+APT_PACKAGES="python3-venv"
+missing=""
+for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ] && command -v apt-get >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing;
+  else echo "setup: please install:$missing (needs root)" >&2; fi
+fi
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -c "import laspy, lazrs, pyproj, japan_geoid, dask, distributed, pipeline" \
+  || { echo "setup: installation incomplete" >&2; exit 1; }
+touch "$VENV/.installed"

@@ -1,0 +1,227 @@
+"""The bundled demo survey: small, seeded, synthetic, placed near real places in Shizuoka, each kind in the form
+it really arrives in. `pcpipe demo` makes it and runs every stage the project has on it."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+
+import laspy
+import numpy as np
+from pyproj import CRS, Transformer
+
+SEED = 20261126
+# South of the prefectural office (E -10674, N -113495): the hills of Nihondaira, in EPSG:6676.
+ALS_ORIGIN = (-9000.0, -117000.0)
+ALS_SIZE = (400.0, 300.0)
+# A road corridor near the office, heading east.
+MMS_ORIGIN = (-10700.0, -113520.0)
+# Off Heda on the west coast of Izu (UTM 54N).
+MBES_LONLAT = (138.765, 34.965)
+# An excavation beside the office.
+IPHONE_ORIGIN = (-10660.0, -113470.0, 14.0)
+DEMO_CHART_DATUM_TO_TP = -0.85  # metres: an assumed chart datum 0.85 m below T.P., for the demo only
+
+
+def terrain_height(e, n):
+    """Hilly ground (metres T.P.) of the ALS scene: smooth ridges plus a valley."""
+    x = (e - ALS_ORIGIN[0]) / ALS_SIZE[0]
+    y = (n - ALS_ORIGIN[1]) / ALS_SIZE[1]
+    return 120 + 35 * np.sin(2.2 * x + 0.7) * np.cos(1.6 * y) + 18 * x * y - 12 * np.exp(-((x - 0.5) ** 2) / 0.02)
+
+
+def _geotiff_keys(keys: list[tuple[int, int]]) -> bytes:
+    flat = [1, 1, 0, len(keys)]
+    for k, v in keys:
+        flat += [k, 0, 1, v]
+    return struct.pack(f"<{len(flat)}H", *flat)
+
+
+def make_als(path, density=2.0, rng=None):
+    """LAZ 1.2 PDRF 1, GeoTIFF keys EPSG:6676 + JGD2011 height, ground (2) and trees (5)."""
+    rng = rng or np.random.default_rng(SEED)
+    n = int(ALS_SIZE[0] * ALS_SIZE[1] * density)
+    e = ALS_ORIGIN[0] + rng.uniform(0, ALS_SIZE[0], n)
+    nn = ALS_ORIGIN[1] + rng.uniform(0, ALS_SIZE[1], n)
+    z = terrain_height(e, nn) + rng.normal(0, 0.03, n)
+    cls = np.full(n, 2, np.uint8)
+    # Trees: 300 crowns; points inside a crown are vegetation at some height under the crown top.
+    cx = ALS_ORIGIN[0] + rng.uniform(0, ALS_SIZE[0], 300)
+    cy = ALS_ORIGIN[1] + rng.uniform(0, ALS_SIZE[1], 300)
+    ch = rng.uniform(6, 20, 300)
+    from scipy.spatial import cKDTree
+
+    d, i = cKDTree(np.column_stack([cx, cy])).query(np.column_stack([e, nn]))
+    veg = (d < 3.0) & (rng.random(n) < 0.7)
+    z[veg] += ch[i[veg]] * rng.uniform(0.4, 1.0, veg.sum())
+    cls[veg] = 5
+    header = laspy.LasHeader(point_format=1, version="1.2")
+    header.scales = np.array([0.001, 0.001, 0.001])
+    header.offsets = np.array([ALS_ORIGIN[0], ALS_ORIGIN[1], 0.0])
+    header.vlrs.append(laspy.VLR("LASF_Projection", 34735, "GeoTIFF GeoKeyDirectoryTag",
+                                 _geotiff_keys([(1024, 1), (1025, 1), (3072, 6676), (3076, 9001), (4096, 6695),
+                                                (4099, 9001)])))
+    header.generating_software = "pcpipe demo"
+    header.creation_date = __import__("datetime").date(2026, 4, 1)
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = e, nn, z
+    las.classification = cls
+    las.intensity = rng.integers(200, 3000, n).astype(np.uint16)
+    las.gps_time = np.sort(rng.uniform(3.0e8, 3.0e8 + 600, n))
+    las.return_number = np.ones(n, np.uint8)
+    las.number_of_returns = np.ones(n, np.uint8)
+    las.write(str(path))
+    return n
+
+
+def make_mms(path, length=60.0, width=8.0, spacing=0.1, rng=None):
+    """LAS 1.4 PDRF 7 in EPSG:6676 (WKT), a road corridor scanned in lines across the road, with intensity,
+    RGB and GPS time; heights T.P."""
+    rng = rng or np.random.default_rng(SEED + 1)
+    along = np.arange(0, length, spacing)
+    across = np.arange(-width / 2, width / 2, spacing / 2)
+    a, c = np.meshgrid(along, across, indexing="ij")
+    a, c = a.ravel(), c.ravel()
+    n = len(a)
+    e = MMS_ORIGIN[0] + a + rng.normal(0, 0.005, n)
+    nn = MMS_ORIGIN[1] + c + rng.normal(0, 0.005, n)
+    camber = -0.02 * np.abs(c)  # 2 % cross-fall
+    z = 12.0 + 0.01 * a + camber + rng.normal(0, 0.003, n)
+    kerb = np.abs(c) > 3.5
+    z[kerb] += 0.15
+    header = laspy.LasHeader(point_format=7, version="1.4")
+    header.scales = np.array([0.001, 0.001, 0.001])
+    header.offsets = np.array([MMS_ORIGIN[0], MMS_ORIGIN[1], 0.0])
+    header.add_crs(CRS.from_epsg(6676))
+    header.generating_software = "pcpipe demo"
+    header.creation_date = __import__("datetime").date(2026, 5, 12)
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = e, nn, z
+    las.intensity = np.where(kerb, 900, 1500 + (np.abs(c) < 0.1) * 2000).astype(np.uint16)
+    las.classification = np.where(kerb, 2, 11).astype(np.uint8)
+    las.gps_time = 4.0e8 + a / 10.0  # 10 m/s, one line per 1 cm of travel
+    grey = np.clip(las.intensity // 16, 0, 255).astype(np.uint16) * 257
+    las.red = las.green = las.blue = grey
+    las.return_number = np.ones(n, np.uint8)
+    las.number_of_returns = np.ones(n, np.uint8)
+    las.write(str(path))
+    return n
+
+
+def make_mbes(path, size=200.0, spacing=1.0, rng=None):
+    """XYZ text in WGS 84 / UTM 54N (EPSG:32654), depth positive down (metres below chart datum), backscatter (dB)
+    and beam angle; a gently sloping sea floor of 8-20 m."""
+    rng = rng or np.random.default_rng(SEED + 2)
+    t = Transformer.from_crs(4326, 32654, always_xy=True)
+    e0, n0 = t.transform(*MBES_LONLAT)
+    g = np.arange(0, size, spacing)
+    a, b = np.meshgrid(g, g, indexing="ij")
+    a, b = a.ravel() + rng.uniform(-0.3, 0.3, a.size), b.ravel() + rng.uniform(-0.3, 0.3, a.size)
+    depth = 8 + 12 * a / size + 0.5 * np.sin(b / 15) + rng.normal(0, 0.05, a.size)
+    bs = -25 - 5 * (b / size) + rng.normal(0, 1, a.size)
+    angle = (b % 50) - 25
+    data = np.column_stack([e0 + a, n0 + b, depth, bs, angle])
+    with open(os.path.splitext(str(path))[0] + ".prj", "w") as f:
+        f.write(CRS.from_epsg(32654).to_wkt("WKT1_ESRI"))  # the CRS travels as a sidecar, as deliveries do
+    with open(path, "w") as f:
+        f.write("easting,northing,depth,backscatter,beam_angle\n")
+        np.savetxt(f, data, fmt=["%.3f", "%.3f", "%.3f", "%.2f", "%.1f"], delimiter=",")
+    return len(data)
+
+
+def iphone_transform():
+    """The demo scan's true local -> EPSG:6676 + T.P. similarity: rotation about z by 32 deg, a slight tilt,
+    scale 1.0 (ARKit is metric)."""
+    az, tilt = np.radians(32.0), np.radians(0.4)
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
+    return 1.0, rz @ rx, np.array(IPHONE_ORIGIN)
+
+
+def make_iphone(ply_path, gcp_path, rng=None):
+    """Binary PLY in a local frame (z up, metres): a 2 x 1.2 m trench 1 m deep with its walls and floor, plus a
+    control-point CSV of 5 targets surveyed in EPSG:6676 + T.P."""
+    rng = rng or np.random.default_rng(SEED + 3)
+    pts = []
+    for u, v in [(2.0, 1.2)]:
+        gx, gy = np.meshgrid(np.arange(-1.5, 1.5, 0.01), np.arange(-1.2, 1.2, 0.01))
+        gx, gy = gx.ravel(), gy.ravel()
+        outside = (np.abs(gx) > u / 2) | (np.abs(gy) > v / 2)
+        pts.append(np.column_stack([gx[outside], gy[outside], np.zeros(outside.sum())]))
+        fx, fy = np.meshgrid(np.arange(-u / 2, u / 2, 0.01), np.arange(-v / 2, v / 2, 0.01))
+        pts.append(np.column_stack([fx.ravel(), fy.ravel(), np.full(fx.size, -1.0)]))
+        wz = np.arange(-1.0, 0, 0.01)
+        for s in (-1, 1):
+            a, z = np.meshgrid(np.arange(-u / 2, u / 2, 0.01), wz)
+            pts.append(np.column_stack([a.ravel(), np.full(a.size, s * v / 2), z.ravel()]))
+            b, z = np.meshgrid(np.arange(-v / 2, v / 2, 0.01), wz)
+            pts.append(np.column_stack([np.full(b.size, s * u / 2), b.ravel(), z.ravel()]))
+    xyz = np.concatenate(pts) + rng.normal(0, 0.01, (sum(len(p) for p in pts), 3))
+    conf = rng.choice(np.array([1, 2], np.uint8), len(xyz), p=[0.1, 0.9])
+    vertex = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
+                                       ("blue", "u1"), ("confidence", "u1")])
+    vertex["x"], vertex["y"], vertex["z"] = xyz.T
+    shade = np.clip(120 + 60 * xyz[:, 2], 0, 255).astype(np.uint8)
+    vertex["red"], vertex["green"], vertex["blue"] = shade, (shade * 0.9).astype(np.uint8), (shade * 0.7).astype(
+        np.uint8)
+    vertex["confidence"] = conf
+    import plyfile
+
+    plyfile.PlyData([plyfile.PlyElement.describe(vertex, "vertex")], byte_order="<").write(str(ply_path))
+    s, r, t = iphone_transform()
+    local = np.array([[-1.4, -1.1, 0.0], [1.4, -1.1, 0.0], [1.4, 1.1, 0.0], [-1.4, 1.1, 0.0], [0.0, 0.0, -1.0]])
+    world = s * local @ r.T + t
+    with open(gcp_path, "w") as f:
+        f.write("name,x,y,z,E,N,H\n")
+        for i, (lp, wp) in enumerate(zip(local, world)):
+            f.write(f"GCP{i + 1},{lp[0]:.4f},{lp[1]:.4f},{lp[2]:.4f},{wp[0]:.4f},{wp[1]:.4f},{wp[2]:.4f}\n")
+    return len(xyz)
+
+
+def make_survey(folder) -> dict:
+    """Write the demo inputs under folder/inputs/<kind>/ and a demo config; return their paths."""
+    inp = os.path.join(folder, "inputs")
+    paths = {k: os.path.join(inp, k) for k in ("als", "mms", "mbes", "iphone")}
+    for p in paths.values():
+        os.makedirs(p, exist_ok=True)
+    files = {"als": os.path.join(paths["als"], "nihondaira_als.laz"),
+             "mms": os.path.join(paths["mms"], "office_road_mms.las"),
+             "mbes": os.path.join(paths["mbes"], "heda_mbes.xyz"),
+             "iphone": os.path.join(paths["iphone"], "excavation_scan.ply"),
+             "gcp": os.path.join(paths["iphone"], "excavation_gcp.csv"),
+             "config": os.path.join(inp, "demo-config.yaml")}
+    counts = {"als": make_als(files["als"]), "mms": make_mms(files["mms"]), "mbes": make_mbes(files["mbes"]),
+              "iphone": make_iphone(files["iphone"], files["gcp"])}
+    with open(files["config"], "w") as f:
+        f.write(f"# Demo survey settings\nprofiles:\n  mbes:\n    chart_datum_to_tp: {DEMO_CHART_DATUM_TO_TP}\n")
+    return {"files": files, "counts": counts}
+
+
+def run_demo(out="demo-out", workers=1, quiet=False) -> int:
+    from .stages.ingest import ingest
+
+    t0 = time.time()
+    survey = make_survey(out)
+    f = survey["files"]
+    print(f"demo survey written to {out}/inputs: " + ", ".join(f"{k} {v:,} points" for k, v in
+                                                               survey["counts"].items()))
+    results = {}
+    for kind, extra in (("als", {}), ("mms", {}), ("mbes", {}), ("iphone", {"gcp": f["gcp"]})):
+        s = ingest([f[kind]], os.path.join(out, "ingest"), kind, config_path=f["config"], workers=workers,
+                   quiet=quiet, **extra)
+        r = s["results"][0]
+        results[kind] = r
+        line = f"  ingest {kind:<6} {r['status']}"
+        if r["status"] == "accepted":
+            line += (f": {r['points_out']:,} points, {r['crs_in']} -> EPSG:{r['crs_out_epsg']}, "
+                     f"heights {r['vertical_datum']}" + (f" (geoid {r['geoid']})" if r.get("geoid") else ""))
+            if "control_points" in r:
+                line += f", control-point RMS {r['control_points']['rms_m'] * 1000:.1f} mm"
+        else:
+            line += f": {r['reason']}"
+        print(line)
+    with open(os.path.join(out, "demo-summary.json"), "w") as fh:
+        json.dump(results, fh, indent=2, default=str, ensure_ascii=False)
+    print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest")
+    return 0 if all(r["status"] == "accepted" for r in results.values()) else 1

@@ -1,0 +1,25 @@
+"""Shared fixtures. Real public samples are read from $PCPIPE_DATA (default ../shared/data next to the repo);
+tests that need them are skipped with a reason when the folder is absent."""
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DATA = pathlib.Path(os.environ.get("PCPIPE_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> pathlib.Path:
+    if not (DATA / "SOURCES.md").exists():
+        pytest.skip(f"real sample data not found at {DATA} (set PCPIPE_DATA)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def demo_survey(tmp_path_factory):
+    """The synthetic demo survey, made once per session (seeded: its truth is known)."""
+    from pipeline.demo import make_survey
+
+    folder = tmp_path_factory.mktemp("demo")
+    return make_survey(str(folder))

@@ -1,0 +1,1 @@
+"""Sheet grids and tile formats."""
