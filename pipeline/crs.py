@@ -375,20 +375,24 @@ class Reprojector:
         return out
 
 
-def check_in_target(target: Target, cloud) -> None:
-    """Refuse outputs that fall outside the target CRS's area of use (e.g. Amsterdam in Japan zone VIII)."""
-    if len(cloud) == 0:
-        return
+def check_in_target(target: Target, src: CRS, cloud) -> None:
+    """Refuse data that lie outside the target CRS's area of use (e.g. Amsterdam in Japan zone VIII) before
+    anything is transformed. `cloud` is in `src`."""
     aou = target.crs.area_of_use
-    if aou is None:
+    if len(cloud) == 0 or aou is None:
         return
     b = cloud.bounds()
-    lon, lat = to_lonlat(target.crs, [(b[0] + b[3]) / 2], [(b[1] + b[4]) / 2])
+    cx, cy, cz = (b[0] + b[3]) / 2, (b[1] + b[4]) / 2, (b[2] + b[5]) / 2
+    h, _ = split(src)
+    if h.is_geocentric:
+        lon, lat, _ = Transformer.from_crs(h, CRS.from_epsg(4979), always_xy=True).transform([cx], [cy], [cz])
+    else:
+        lon, lat = to_lonlat(src, [cx], [cy])
     w, s, e, n = aou.bounds
     if not (w - 1 <= lon[0] <= e + 1 and s - 1 <= lat[0] <= n + 1):
-        raise CRSError(f"points would land at lon {lon[0]:.3f}, lat {lat[0]:.3f}, outside the area of use of the "
-                       f"target {target.crs.name} ({w:g}..{e:g} E, {s:g}..{n:g} N); choose a --target-crs for "
-                       f"the data's own region")
+        raise CRSError(f"points lie at lon {lon[0]:.3f}, lat {lat[0]:.3f}, outside the area of use of the target "
+                       f"{target.crs.name} ({w:g}..{e:g} E, {s:g}..{n:g} N); choose a --target-crs for the data's "
+                       f"own region")
 
 
 # ------------------------------------------------------------------------------------------- georeferencing

@@ -64,12 +64,7 @@ def ingest_file(path: str, out_path: str, source: str, opts: dict) -> dict:
                                               "with --gcp (or --assume-crs if the export is already georeferenced)")
     if src is None:
         raise InputError(path, "no-crs", "the file records no CRS: give --assume-crs EPSG (or --crs to override)")
-    try:
-        rp = crsmod.Reprojector(src, height, target, prof.get("chart_datum_to_tp"))
-    except crsmod.CRSError as e:
-        raise InputError(path, "crs", str(e)) from None
-
-    writer = None
+    rp = writer = None
     points_in = points_out = 0
     filtered = {}
     try:
@@ -83,15 +78,16 @@ def ingest_file(path: str, out_path: str, source: str, opts: dict) -> dict:
             if not ok.all():
                 filtered["non-finite coordinates"] = filtered.get("non-finite coordinates", 0) + int((~ok).sum())
                 chunk = chunk.take(ok)
-            if i == 0 and len(chunk) and helmert is None:
-                b = chunk.bounds()
-                bad = [f for f in crsmod.check_plausible(src, b[:3], b[3:]) if f.level == "error"]
-                if bad:
-                    raise InputError(path, bad[0].code, bad[0].message)
             try:
+                if rp is None:  # first chunk: do the coordinates fit the CRS, and the CRS the target?
+                    if len(chunk) and helmert is None:
+                        b = chunk.bounds()
+                        bad = [f for f in crsmod.check_plausible(src, b[:3], b[3:]) if f.level == "error"]
+                        if bad:
+                            raise InputError(path, bad[0].code, bad[0].message)
+                    crsmod.check_in_target(target, src, chunk)
+                    rp = crsmod.Reprojector(src, height, target, prof.get("chart_datum_to_tp"))
                 out = rp(chunk)
-                if i == 0:
-                    crsmod.check_in_target(target, out)
             except crsmod.CRSError as e:
                 raise InputError(path, "crs", str(e)) from None
             if writer is None and len(out):
@@ -107,6 +103,11 @@ def ingest_file(path: str, out_path: str, source: str, opts: dict) -> dict:
         writer.close()
     elif os.path.exists(out_path):
         os.remove(out_path)
+    if rp is None:  # no points at all: still say what the heights would have been
+        try:
+            rp = crsmod.Reprojector(src, height, target, prof.get("chart_datum_to_tp"))
+        except crsmod.CRSError as e:
+            raise InputError(path, "crs", str(e)) from None
     summary = {"input": path, "status": "accepted", "format": opened.format, "output": out_path if writer else None,
                "points_in": points_in, "points_out": points_out, "points_filtered": filtered,
                "crs_in": crsmod.describe(src)["name"], "crs_in_epsg": crsmod.epsg_of(src), "crs_source": how,
