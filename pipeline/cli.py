@@ -59,6 +59,19 @@ def cmd_ingest(a) -> int:
     return 2 if s["quarantined"] else 0
 
 
+def cmd_sheet(a) -> int:
+    from tiles.mapsheet import sheet_bounds, sheet_code
+
+    if len(a.args) == 1:
+        w, s, e, n = sheet_bounds(a.args[0])
+        print(f"{w:.3f} {s:.3f} {e:.3f} {n:.3f}")
+    elif len(a.args) == 2:
+        print(sheet_code(float(a.args[0]), float(a.args[1]), a.level))
+    else:
+        raise ValueError("give a sheet code, or an easting and a northing (EPSG:6676 metres)")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -93,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:port)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("sheet", help="国土基本図図郭: code of a point (E N), or bounds of a code")
+    s.add_argument("args", nargs="+", metavar="E N | CODE")
+    s.add_argument("--level", type=int, default=500, choices=[50000, 5000, 2500, 1000, 500, 250])
+    s.set_defaults(func=cmd_sheet)
 
     s = sub.add_parser("demo", help="make the synthetic demo survey and run the pipeline on it")
     s.add_argument("--out", default="demo-out")
