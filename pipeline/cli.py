@@ -59,6 +59,22 @@ def cmd_ingest(a) -> int:
     return 2 if s["quarantined"] else 0
 
 
+def cmd_tile(a) -> int:
+    from .stages.tile import tile
+
+    s = tile(a.paths, a.out, a.source, level=a.level, fmt=a.format, grid_size=a.grid_size, crs=a.crs,
+             assume_crs=a.assume_crs, target_crs=a.target_crs, gcp=a.gcp, geoid=a.geoid, height=a.height,
+             config_path=a.config, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet)
+    print(f"tile {a.source}: {s['accepted']} inputs tiled, {s['unchanged']} unchanged, {s['quarantined']} "
+          f"quarantined; {s['points_in']:,} points in, {s['points_out']:,} out, "
+          f"{sum(s['points_filtered'].values()):,} filtered; {len(s['sheets_built'])} sheets built "
+          f"({s['all_sheets']} in all, {s['all_points']:,} points) -> {s['summary_path']}")
+    for r in s["results"]:
+        if r["status"] in ("quarantined", "duplicate"):
+            print(f"  {r['status'].upper()} [{r['code']}] {r['reason']}")
+    return 2 if s["quarantined"] else 0
+
+
 def cmd_sheet(a) -> int:
     from tiles.mapsheet import sheet_bounds, sheet_code
 
@@ -106,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:port)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("tile", help="ingest and cut into 国土基本図図郭 sheet files (COPC or LAZ)")
+    s.add_argument("paths", nargs="+", help="files, folders or zip archives")
+    s.add_argument("--out", required=True, help="run directory (holds the manifest; reruns are incremental)")
+    s.add_argument("--source", default="als", choices=SOURCES)
+    s.add_argument("--level", type=int, default=500, choices=[50000, 5000, 2500, 1000, 500, 250])
+    s.add_argument("--format", default="copc", choices=["copc", "laz"])
+    s.add_argument("--grid-size", type=float, help="square tiles of this many metres instead of sheets "
+                                                   "(for data outside zone VIII)")
+    s.add_argument("--crs")
+    s.add_argument("--assume-crs")
+    s.add_argument("--target-crs")
+    s.add_argument("--gcp")
+    s.add_argument("--geoid")
+    s.add_argument("--height", choices=["orthometric", "ellipsoidal", "chart_datum", "local"])
+    s.add_argument("--config")
+    s.add_argument("--workers", type=int, default=None, help="Dask worker processes (default: number of CPUs)")
+    s.add_argument("--scheduler", help="address of an existing Dask scheduler (or DASK_SCHEDULER_ADDRESS)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_tile)
 
     s = sub.add_parser("sheet", help="国土基本図図郭: code of a point (E N), or bounds of a code")
     s.add_argument("args", nargs="+", metavar="E N | CODE")

@@ -221,7 +221,19 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
         else:
             line += f": {r['reason']}"
         print(line)
+    from .stages.tile import tile
+
+    tiled = {}
+    for kind, extra in (("als", {}), ("mms", {}), ("mbes", {}), ("iphone", {"gcp": f["gcp"]})):
+        s = tile([f[kind]], os.path.join(out, "tiles"), kind, config_path=f["config"], workers=workers,
+                 quiet=quiet, **extra)
+        tiled[kind] = {k: v for k, v in s.items() if k != "results"}
+        built = ", ".join(sorted(s["sheets_built"])) or "unchanged, nothing rebuilt"
+        print(f"  tile   {kind:<6} {s['all_points']:,} points in {s['all_sheets']} sheet(s) of 1/500 "
+              f"({built}) -> {out}/tiles/{kind}/")
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
-        json.dump(results, fh, indent=2, default=str, ensure_ascii=False)
-    print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest")
-    return 0 if all(r["status"] == "accepted" for r in results.values()) else 1
+        json.dump({"ingest": results, "tile": tiled}, fh, indent=2, default=str, ensure_ascii=False)
+    print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest and {out}/tiles")
+    ok = all(r["status"] == "accepted" for r in results.values()) and all(t["quarantined"] == 0
+                                                                          for t in tiled.values())
+    return 0 if ok else 1

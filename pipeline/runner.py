@@ -37,19 +37,38 @@ def client_for(workers: int | None = None, scheduler: str | None = None):
                 yield c
 
 
-def map_tasks(fn, items: list, *, workers: int | None = None, scheduler: str | None = None, desc: str = "",
-              quiet: bool = False) -> list:
-    """fn(item) for every item, results in the order of items."""
-    if not items:
-        return []
-    with client_for(workers, scheduler) as client:
-        if client is None:
+class Session:
+    """A place to run tasks: in-process, or on a Dask client. Several maps can share one cluster."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def map(self, fn, items: list, desc: str = "", quiet: bool = False) -> list:
+        """fn(item) for every item, results in the order of items."""
+        if not items:
+            return []
+        if self.client is None:
             return [fn(item) for item in progress(items, len(items), desc, quiet)]
         from distributed import as_completed
 
-        futures = client.map(fn, items, pure=False)
+        futures = self.client.map(fn, items, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results = [None] * len(items)
         for fut in progress(as_completed(futures), len(items), desc, quiet):
             results[index[fut.key]] = fut.result()
         return results
+
+
+@contextlib.contextmanager
+def session(workers: int | None = None, scheduler: str | None = None):
+    with client_for(workers, scheduler) as client:
+        yield Session(client)
+
+
+def map_tasks(fn, items: list, *, workers: int | None = None, scheduler: str | None = None, desc: str = "",
+              quiet: bool = False) -> list:
+    """fn(item) for every item on a session of its own, results in the order of items."""
+    if not items:
+        return []
+    with session(workers, scheduler) as s:
+        return s.map(fn, items, desc, quiet)

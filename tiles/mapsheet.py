@@ -162,14 +162,65 @@ def neighbours(code: str) -> list[str]:
     return out
 
 
-def regular_grid_keys(x, y, size: float) -> np.ndarray:
-    """Tile names for a plain square grid (data outside a plane rectangular zone): '<E>_<N>' of the tile's
-    south-west corner in whole metres, half-open like the sheets."""
-    ix = np.floor(np.asarray(x, dtype=np.float64) / size).astype(np.int64)
-    iy = np.floor(np.asarray(y, dtype=np.float64) / size).astype(np.int64)
-    return np.char.add(np.char.add((ix * int(size)).astype(str), "_"), (iy * int(size)).astype(str))
+class SheetGrid:
+    """Points -> integer cell ids -> sheet codes, for partitioning millions of points: codes are only made for
+    the few distinct cells, never per point."""
+
+    def __init__(self, level: int = 500, zone: int = 8):
+        if level not in SIZE:
+            raise SheetError(f"unknown level {level}; known: {', '.join(map(str, LEVELS))}")
+        self.level, self.zone = level, zone
+        self.height, self.width = SIZE[level]
+
+    def describe(self) -> dict:
+        return {"kind": "sheet", "level": self.level, "zone": self.zone}
+
+    def cell_ids(self, x, y) -> np.ndarray:
+        _check_zone_extent(x, y)
+        row, col = _index(x, y, self.level)
+        return row * 1_000_000 + col
+
+    def name(self, cell_id: int) -> str:
+        row, col = divmod(int(cell_id), 1_000_000)
+        return sheet_code(WEST + (col + 0.5) * self.width, NORTH - (row + 0.5) * self.height, self.level, self.zone)
+
+    def bounds(self, name: str) -> tuple[float, float, float, float]:
+        return sheet_bounds(name)
+
+    def neighbours(self, name: str) -> list[str]:
+        return neighbours(name)
 
 
-def regular_grid_bounds(key: str, size: float) -> tuple[float, float, float, float]:
-    e, n = (float(v) for v in key.split("_"))
-    return (e, n, e + size, n + size)
+class RegularGrid:
+    """A plain square grid for data outside a plane rectangular zone: tiles named '<E>_<N>' after their
+    south-west corner in whole metres, half-open like the sheets (x in [w, e), y in [s, n))."""
+
+    def __init__(self, size: float):
+        if not size or size <= 0 or size != int(size):
+            raise SheetError(f"grid size must be a positive whole number of metres, not {size}")
+        self.size = int(size)
+
+    def describe(self) -> dict:
+        return {"kind": "regular", "size": self.size}
+
+    def cell_ids(self, x, y) -> np.ndarray:
+        ix = np.floor(np.asarray(x, dtype=np.float64).round(3) / self.size).astype(np.int64)
+        iy = np.floor(np.asarray(y, dtype=np.float64).round(3) / self.size).astype(np.int64)
+        return (ix + 2**30) * 2**31 + (iy + 2**30)
+
+    def name(self, cell_id: int) -> str:
+        ix, iy = divmod(int(cell_id), 2**31)
+        return f"{(ix - 2**30) * self.size}_{(iy - 2**30) * self.size}"
+
+    def bounds(self, name: str) -> tuple[float, float, float, float]:
+        e, n = (float(v) for v in name.split("_"))
+        return (e, n, e + self.size, n + self.size)
+
+    def neighbours(self, name: str) -> list[str]:
+        e, n = (int(v) for v in name.split("_"))
+        s = self.size
+        return [f"{e + dx * s}_{n + dy * s}" for dy in (1, 0, -1) for dx in (-1, 0, 1) if dx or dy]
+
+
+def grid_for(level: int = 500, grid_size: float | None = None, zone: int = 8):
+    return RegularGrid(grid_size) if grid_size else SheetGrid(level, zone)

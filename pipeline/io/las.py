@@ -116,39 +116,53 @@ def _date_of(meta) -> dt.date | None:
     return d
 
 
-class LasWriter:
-    """Writes a normalised LAS 1.4 file (PDRF 6/7/8, scale 1 mm, WKT CRS, provenance VLR) chunk by chunk, to a
-    temporary name that is renamed into place on close. No wall-clock time is written: the creation date is the
-    source's, or left 0 (unknown), so that reruns are byte-identical."""
+def make_header(first: PointCloud, provenance: dict, offsets=None) -> laspy.LasHeader:
+    """LAS 1.4 header for these columns: PDRF 6/7/8, extra bytes, 1 mm scale, WKT CRS, provenance VLR."""
+    header = laspy.LasHeader(point_format=output_pdrf(first.columns), version="1.4")
+    header.add_extra_dims(_extra_params(first.columns, header.point_format.id))
+    header.scales = np.array([SCALE] * 3)
+    if offsets is None:
+        b = first.bounds() or (0, 0, 0, 0, 0, 0)
+        offsets = np.floor(np.array(b[:3]) / 1000.0) * 1000.0
+    header.offsets = np.asarray(offsets, dtype=np.float64)
+    if first.crs is not None:
+        header.add_crs(first.crs)
+    add_provenance(header, provenance)
+    return header
 
-    def __init__(self, path, first: PointCloud, provenance: dict, compress: bool | None = None):
+
+def add_provenance(header: laspy.LasHeader, provenance: dict) -> None:
+    header.vlrs.append(laspy.VLR(user_id=PROVENANCE_USER, record_id=1, description="provenance (JSON)",
+                                 record_data=json.dumps(provenance, sort_keys=True, ensure_ascii=False)
+                                 .encode("utf-8")))
+    header.system_identifier = str(provenance.get("source_kind", ""))[:32]
+    header.generating_software = "pcpipe"
+
+
+class LasWriter:
+    """Writes a LAS 1.4 file chunk by chunk to a temporary name that is renamed into place on close. No
+    wall-clock time is written: the creation date is the given one or left 0 (unknown), so that reruns are
+    byte-identical."""
+
+    def __init__(self, path, header: laspy.LasHeader, compress: bool | None = None, date: dt.date | None = None):
         self.path = str(path)
         self.tmp = self.path + ".part"
-        self.pdrf = output_pdrf(first.columns)
-        header = laspy.LasHeader(point_format=self.pdrf, version="1.4")
-        header.add_extra_dims(_extra_params(first.columns, self.pdrf))
-        header.scales = np.array([SCALE] * 3)
-        b = first.bounds() or (0, 0, 0, 0, 0, 0)
-        header.offsets = np.floor(np.array(b[:3]) / 1000.0) * 1000.0
-        if first.crs is not None:
-            header.add_crs(first.crs)
-        header.vlrs.append(laspy.VLR(user_id=PROVENANCE_USER, record_id=1, description="provenance (JSON)",
-                                     record_data=json.dumps(provenance, sort_keys=True, ensure_ascii=False)
-                                     .encode("utf-8")))
-        header.system_identifier = provenance.get("source_kind", "")[:32]
-        header.generating_software = "pcpipe"
-        self.date = _date_of(first.meta)
-        header.creation_date = self.date or dt.date(2000, 1, 1)
         self.header = header
+        self.pdrf = header.point_format.id
+        self.date = date
+        header.creation_date = date or dt.date(2000, 1, 1)
         compress = self.path.endswith(".laz") if compress is None else compress
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._w = laspy.open(self.tmp, mode="w", header=header, do_compress=compress)
         self.count = 0
 
-    def write(self, cloud: PointCloud) -> None:
+    @classmethod
+    def for_cloud(cls, path, first: PointCloud, provenance: dict, compress=None, offsets=None) -> "LasWriter":
+        return cls(path, make_header(first, provenance, offsets), compress, _date_of(first.meta))
+
+    def records(self, cloud: PointCloud) -> laspy.ScaleAwarePointRecord:
+        """Columns -> packed records of this file's point format, X/Y/Z at its scale and offset."""
         n = len(cloud)
-        if n == 0:
-            return
         rec = laspy.ScaleAwarePointRecord.zeros(n, header=self.header)
         dims = set(rec.point_format.dimension_names)
         for name, arr in cloud.columns.items():
@@ -165,8 +179,15 @@ class LasWriter:
             if ints.size and (ints.min() < -2**31 or ints.max() >= 2**31):
                 raise ValueError(f"{k} values do not fit LAS int32 at scale {sc[i]} around offset {off[i]}")
             rec[k.upper()] = ints.astype(np.int32)
+        return rec
+
+    def write(self, cloud: PointCloud) -> None:
+        if len(cloud):
+            self.write_points(self.records(cloud))
+
+    def write_points(self, rec) -> None:
         self._w.write_points(rec)
-        self.count += n
+        self.count += len(rec)
 
     def close(self) -> None:
         self._w.close()

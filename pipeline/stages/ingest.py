@@ -41,57 +41,109 @@ def choose_source_crs(file_crs, crs=None, assume_crs=None, profile_crs=None):
     return None, "none"
 
 
-def ingest_file(path: str, out_path: str, source: str, opts: dict) -> dict:
-    """Ingest one input; returns its summary. Raises InputError / CRSError for a file that must be quarantined."""
-    cfg = opts["config"]
-    prof = profile(cfg, source)
-    opened = open_input(path, prof)
-    errors = [f for f in opened.findings if f.level == "error"]
-    if errors:
-        raise InputError(path, errors[0].code, errors[0].message)
-    findings = [f.as_dict() for f in opened.findings]
-    height = opts.get("height") or opened.height or prof.get("height", "unknown")
-    src, how = choose_source_crs(opened.crs, opts.get("crs"), opts.get("assume_crs"), prof.get("crs"))
-    target = crsmod.make_target(opts.get("target_crs") or cfg["target"]["crs"], opts.get("geoid",
-                                                                                         cfg["target"]["geoid"]))
-    helmert = None
-    if opts.get("gcp"):
-        names, local, world = crsmod.read_gcp(opts["gcp"])
-        helmert = crsmod.fit_helmert(local, world, names, cfg["gcp"]["max_rms_m"])
-        src, how, height = CRS.from_epsg(10169), "control points", "orthometric"
-    elif height == "local" and src is None:
-        raise InputError(path, "local-frame", "points are in the scanner's local frame: give control points "
-                                              "with --gcp (or --assume-crs if the export is already georeferenced)")
-    if src is None:
-        raise InputError(path, "no-crs", "the file records no CRS: give --assume-crs EPSG (or --crs to override)")
-    rp = writer = None
-    points_in = points_out = 0
-    filtered = {}
-    try:
-        for i, chunk in enumerate(opened.chunks(cfg["limits"]["chunk_points"])):
-            points_in += len(chunk)
-            chunk.meta.update(opened.meta)
-            if helmert is not None:
-                g = helmert.apply(chunk.xyz)
+class Ingestion:
+    """One input on its way into the target CRS. Opening decides the source CRS, height kind and control-point
+    fit (raising InputError for a file to quarantine); iterating yields reprojected chunks. The stages differ
+    only in where the chunks go (a normalised file for `ingest`, sheet partitions for `tile`)."""
+
+    def __init__(self, path: str, source: str, opts: dict):
+        cfg = opts["config"]
+        self.path, self.source, self.cfg = path, source, cfg
+        self.prof = prof = profile(cfg, source)
+        self.opened = opened = open_input(path, prof)
+        errors = [f for f in opened.findings if f.level == "error"]
+        if errors:
+            raise InputError(path, errors[0].code, errors[0].message)
+        self.height = opts.get("height") or opened.height or prof.get("height", "unknown")
+        self.src, self.how = choose_source_crs(opened.crs, opts.get("crs"), opts.get("assume_crs"), prof.get("crs"))
+        self.target = crsmod.make_target(opts.get("target_crs") or cfg["target"]["crs"],
+                                         opts.get("geoid", cfg["target"]["geoid"]))
+        self.helmert = None
+        if opts.get("gcp"):
+            names, local, world = crsmod.read_gcp(opts["gcp"])
+            self.helmert = crsmod.fit_helmert(local, world, names, cfg["gcp"]["max_rms_m"])
+            self.src, self.how, self.height = CRS.from_epsg(10169), "control points", "orthometric"
+        elif self.height == "local" and self.src is None:
+            raise InputError(path, "local-frame", "points are in the scanner's local frame: give control points "
+                                                  "with --gcp (or --assume-crs if the export is already "
+                                                  "georeferenced)")
+        if self.src is None:
+            raise InputError(path, "no-crs", "the file records no CRS: give --assume-crs EPSG (or --crs to "
+                                             "override)")
+        self.rp = None
+        self.points_in = 0
+        self.filtered: dict[str, int] = {}
+
+    def _reprojector(self, first) -> crsmod.Reprojector:
+        """Built on the first chunk: do the coordinates fit the CRS, and the CRS the target?"""
+        if first is not None and len(first) and self.helmert is None:
+            b = first.bounds()
+            bad = [f for f in crsmod.check_plausible(self.src, b[:3], b[3:]) if f.level == "error"]
+            if bad:
+                raise InputError(self.path, bad[0].code, bad[0].message)
+        try:
+            if first is not None:
+                crsmod.check_in_target(self.target, self.src, first)
+            return crsmod.Reprojector(self.src, self.height, self.target, self.prof.get("chart_datum_to_tp"))
+        except crsmod.CRSError as e:
+            raise InputError(self.path, "crs", str(e)) from None
+
+    def chunks(self):
+        for chunk in self.opened.chunks(self.cfg["limits"]["chunk_points"]):
+            self.points_in += len(chunk)
+            chunk.meta.update(self.opened.meta)
+            if self.helmert is not None:
+                g = self.helmert.apply(chunk.xyz)
                 chunk = chunk.with_columns(x=g[:, 0], y=g[:, 1], z=g[:, 2])
             ok = np.isfinite(chunk.x) & np.isfinite(chunk.y) & np.isfinite(chunk.z)
             if not ok.all():
-                filtered["non-finite coordinates"] = filtered.get("non-finite coordinates", 0) + int((~ok).sum())
+                self.filtered["non-finite coordinates"] = self.filtered.get("non-finite coordinates", 0) + \
+                    int((~ok).sum())
                 chunk = chunk.take(ok)
+            if self.rp is None:
+                self.rp = self._reprojector(chunk)
             try:
-                if rp is None:  # first chunk: do the coordinates fit the CRS, and the CRS the target?
-                    if len(chunk) and helmert is None:
-                        b = chunk.bounds()
-                        bad = [f for f in crsmod.check_plausible(src, b[:3], b[3:]) if f.level == "error"]
-                        if bad:
-                            raise InputError(path, bad[0].code, bad[0].message)
-                    crsmod.check_in_target(target, src, chunk)
-                    rp = crsmod.Reprojector(src, height, target, prof.get("chart_datum_to_tp"))
-                out = rp(chunk)
+                yield self.rp(chunk)
             except crsmod.CRSError as e:
-                raise InputError(path, "crs", str(e)) from None
+                raise InputError(self.path, "crs", str(e)) from None
+        if self.rp is None:  # no points at all: still say what the heights would have been
+            self.rp = self._reprojector(None)
+
+    def provenance(self) -> dict:
+        rp, o = self.rp or self._reprojector(None), self.opened
+        p = {"source_file": os.path.basename(self.path), "source_kind": self.source, "source_format": o.format,
+             "source_crs": self.src.name, "source_crs_epsg": crsmod.epsg_of(self.src), "crs_chosen_by": self.how,
+             "horizontal_crs_epsg": crsmod.epsg_of(rp.target.crs), "vertical_datum": rp.plan.vertical_datum,
+             "geoid_model": rp.plan.geoid, "height_source": rp.plan.kind, "pcpipe_output_version": VERSION}
+        if self.helmert is not None:
+            p["control_point_rms_m"] = round(self.helmert.rms, 6)
+        return p
+
+    def summary(self, points_out: int, **extra) -> dict:
+        rp = self.rp
+        s = {"input": self.path, "status": "accepted", "format": self.opened.format, "points_in": self.points_in,
+             "points_out": points_out, "points_filtered": self.filtered, "crs_in": self.src.name,
+             "crs_in_epsg": crsmod.epsg_of(self.src), "crs_source": self.how,
+             "crs_out_epsg": crsmod.epsg_of(self.target.output_crs), "vertical_datum": rp.plan.vertical_datum,
+             "geoid": rp.plan.geoid, "findings": [f.as_dict() for f in self.opened.findings], **extra}
+        if self.helmert is not None:
+            s["control_points"] = self.helmert.report()
+        if self.opened.meta.get("dropped_low_confidence"):
+            s["points_dropped_by_reader"] = {"low confidence": self.opened.meta["dropped_low_confidence"]}
+        assert s["points_in"] == points_out + sum(self.filtered.values()), "points lost inside ingest"
+        return s
+
+
+def ingest_file(path: str, out_path: str, source: str, opts: dict) -> dict:
+    """Ingest one input into a normalised LAS 1.4 file; returns its summary. Raises InputError for a file that
+    must be quarantined (nothing is left under out_path then)."""
+    ing = Ingestion(path, source, opts)
+    writer = None
+    points_out = 0
+    try:
+        for out in ing.chunks():
             if writer is None and len(out):
-                writer = LasWriter(out_path, out, _provenance(path, source, opened, src, how, rp, helmert))
+                writer = LasWriter.for_cloud(out_path, out, ing.provenance())
             if writer is not None:
                 writer.write(out)
                 points_out += len(out)
@@ -103,33 +155,8 @@ def ingest_file(path: str, out_path: str, source: str, opts: dict) -> dict:
         writer.close()
     elif os.path.exists(out_path):
         os.remove(out_path)
-    if rp is None:  # no points at all: still say what the heights would have been
-        try:
-            rp = crsmod.Reprojector(src, height, target, prof.get("chart_datum_to_tp"))
-        except crsmod.CRSError as e:
-            raise InputError(path, "crs", str(e)) from None
-    summary = {"input": path, "status": "accepted", "format": opened.format, "output": out_path if writer else None,
-               "points_in": points_in, "points_out": points_out, "points_filtered": filtered,
-               "crs_in": crsmod.describe(src)["name"], "crs_in_epsg": crsmod.epsg_of(src), "crs_source": how,
-               "crs_out_epsg": crsmod.epsg_of(target.output_crs), "vertical_datum": rp.plan.vertical_datum,
-               "geoid": rp.plan.geoid, "findings": findings}
-    if writer is not None:
-        summary["pdrf"] = writer.pdrf
-    if helmert is not None:
-        summary["control_points"] = helmert.report()
-    if opened.meta.get("dropped_low_confidence"):
-        summary["points_dropped_by_reader"] = {"low confidence": opened.meta["dropped_low_confidence"]}
-    return summary
-
-
-def _provenance(path, source, opened, src, how, rp, helmert) -> dict:
-    p = {"source_file": os.path.basename(path), "source_kind": source, "source_format": opened.format,
-         "source_crs": src.name, "source_crs_epsg": crsmod.epsg_of(src), "crs_chosen_by": how,
-         "horizontal_crs_epsg": crsmod.epsg_of(rp.target.crs), "vertical_datum": rp.plan.vertical_datum,
-         "geoid_model": rp.plan.geoid, "height_source": rp.plan.kind, "pcpipe_output_version": VERSION}
-    if helmert is not None:
-        p["control_point_rms_m"] = round(helmert.rms, 6)
-    return p
+    return ing.summary(points_out, output=out_path if writer else None,
+                       **({"pdrf": writer.pdrf} if writer else {}))
 
 
 def _output_name(path: str, used: set) -> str:

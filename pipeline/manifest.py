@@ -1,0 +1,131 @@
+"""SQLite state of a run directory: inputs, sheets, runs. It is what makes reruns cheap and incremental: an
+input whose size, mtime and content hash are unchanged is not read again, and only sheets whose inputs changed
+are rebuilt."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT, started REAL, finished REAL,
+                                 summary TEXT);
+CREATE TABLE IF NOT EXISTS inputs (path TEXT NOT NULL, source TEXT NOT NULL, size INTEGER, mtime REAL,
+                                   sha256 TEXT, status TEXT, reason TEXT, points_in INTEGER, points_out INTEGER,
+                                   sheets TEXT, run_id INTEGER, PRIMARY KEY (path, source));
+CREATE TABLE IF NOT EXISTS sheets (code TEXT NOT NULL, source TEXT NOT NULL, point_count INTEGER, bounds TEXT,
+                                   inputs TEXT, output TEXT, output_sha256 TEXT, run_id INTEGER,
+                                   PRIMARY KEY (code, source));
+"""
+
+
+def file_sha256(path: str, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    if os.path.isdir(path):  # a 3d Scanner App export: hash its files in name order
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                h.update(os.path.relpath(os.path.join(root, name), path).encode())
+                h.update(bytes.fromhex(file_sha256(os.path.join(root, name), block)))
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        while b := f.read(block):
+            h.update(b)
+    return h.hexdigest()
+
+
+def stat_of(path: str) -> tuple[int, float]:
+    if os.path.isdir(path):
+        total, newest = 0, 0.0
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                st = os.stat(os.path.join(root, name))
+                total, newest = total + st.st_size, max(newest, st.st_mtime)
+        return total, newest
+    st = os.stat(path)
+    return st.st_size, st.st_mtime
+
+
+class Manifest:
+    def __init__(self, run_dir: str):
+        os.makedirs(run_dir, exist_ok=True)
+        self.path = os.path.join(run_dir, "manifest.sqlite")
+        self.db = sqlite3.connect(self.path, timeout=60)
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+
+    def close(self):
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextlib.contextmanager
+    def run(self, stage: str):
+        cur = self.db.execute("INSERT INTO runs (stage, started) VALUES (?, ?)", (stage, time.time()))
+        self.db.commit()
+        rec = {"id": cur.lastrowid, "summary": None}
+        yield rec
+        self.db.execute("UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
+                        (time.time(), json.dumps(rec["summary"], default=str), rec["id"]))
+        self.db.commit()
+
+    # ----------------------------------------------------------------------------------------------- inputs
+    def input(self, path: str, source: str) -> dict | None:
+        row = self.db.execute("SELECT path, source, size, mtime, sha256, status, reason, points_in, points_out, "
+                              "sheets, run_id FROM inputs WHERE path = ? AND source = ?", (path, source)).fetchone()
+        if row is None:
+            return None
+        keys = ("path", "source", "size", "mtime", "sha256", "status", "reason", "points_in", "points_out",
+                "sheets", "run_id")
+        d = dict(zip(keys, row))
+        d["sheets"] = json.loads(d["sheets"] or "{}")
+        return d
+
+    def inputs(self, source: str) -> list[dict]:
+        return [self.input(p, source) for (p,) in
+                self.db.execute("SELECT path FROM inputs WHERE source = ? ORDER BY path", (source,))]
+
+    def content_hash(self, path: str, source: str) -> tuple[str, int, float]:
+        """(sha256, size, mtime); the stored hash is reused when size and mtime are unchanged."""
+        size, mtime = stat_of(path)
+        old = self.input(path, source)
+        if old and old["size"] == size and old["mtime"] == mtime and old["sha256"]:
+            return old["sha256"], size, mtime
+        return file_sha256(path), size, mtime
+
+    def put_input(self, path, source, size, mtime, sha, status, reason, points_in, points_out, sheets, run_id):
+        self.db.execute("INSERT OR REPLACE INTO inputs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (path, source, size, mtime, sha, status, reason, points_in, points_out,
+                         json.dumps(sheets, sort_keys=True), run_id))
+        self.db.commit()
+
+    # ----------------------------------------------------------------------------------------------- sheets
+    def sheet(self, code: str, source: str) -> dict | None:
+        row = self.db.execute("SELECT code, source, point_count, bounds, inputs, output, output_sha256, run_id "
+                              "FROM sheets WHERE code = ? AND source = ?", (code, source)).fetchone()
+        if row is None:
+            return None
+        d = dict(zip(("code", "source", "point_count", "bounds", "inputs", "output", "output_sha256", "run_id"),
+                     row))
+        d["bounds"], d["inputs"] = json.loads(d["bounds"] or "null"), json.loads(d["inputs"] or "[]")
+        return d
+
+    def sheets(self, source: str) -> list[dict]:
+        return [self.sheet(c, source) for (c,) in
+                self.db.execute("SELECT code FROM sheets WHERE source = ? ORDER BY code", (source,))]
+
+    def put_sheet(self, code, source, count, bounds, inputs, output, sha, run_id):
+        self.db.execute("INSERT OR REPLACE INTO sheets VALUES (?,?,?,?,?,?,?,?)",
+                        (code, source, count, json.dumps(bounds), json.dumps(sorted(inputs)), output, sha, run_id))
+        self.db.commit()
+
+    def drop_sheet(self, code, source):
+        self.db.execute("DELETE FROM sheets WHERE code = ? AND source = ?", (code, source))
+        self.db.commit()

@@ -1,0 +1,398 @@
+"""Tile: the prefecture's sheet product. Inputs are ingested straight into per-sheet partitions (temporary LAS
+files, one per input and sheet), then each touched sheet is assembled on its own into one LAZ or COPC file
+named by its 国土基本図図郭 code. Memory is bounded by the read chunk (partition) and by one sheet (assembly).
+
+Run directory:
+  <out>/<source>/<CODE>.copc.laz (or .laz), <out>/<source>/index.geojson, <out>/<source>/tile-summary.json
+  <out>/manifest.sqlite, <out>/settings.json, <out>/_work/parts/<source>/<CODE>/<input key>.las
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+
+import laspy
+import numpy as np
+
+from .. import crs as crsmod
+from ..config import load_config, profile
+from ..guard import run_capped
+from ..io import expand_inputs
+from ..io.las import LasWriter, add_provenance, read_provenance
+from ..manifest import Manifest, file_sha256
+from ..runner import session
+from ..validate import InputError
+from .ingest import Ingestion
+
+EXT = {"copc": ".copc.laz", "laz": ".laz"}
+OCCUPANCY_CELL = 1.0  # metres: density is also reported over occupied 1 m cells (MMS covers roads only)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _grid(settings: dict):
+    from tiles.mapsheet import grid_for
+
+    return grid_for(settings["level"], settings.get("grid_size"))
+
+
+# ------------------------------------------------------------------------------------------------ partition
+def partition_file(item: dict) -> dict:
+    """Ingest one input and split its points into parts/<sheet>/<key>.las. Runs in a capped child."""
+    grid = _grid(item["settings"])
+    ing = Ingestion(item["path"], item["source"], item["opts"])
+    writers: dict[int, LasWriter] = {}
+    counts: dict[int, int] = {}
+    parts_dir = item["parts_dir"]
+    try:
+        for out in ing.chunks():
+            if not len(out):
+                continue
+            try:
+                ids = grid.cell_ids(out.x, out.y)
+            except ValueError as e:
+                raise InputError(item["path"], "outside-grid", str(e)) from None
+            order = np.argsort(ids, kind="stable")
+            sid = ids[order]
+            cuts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1], True])
+            for s, e in zip(cuts[:-1], cuts[1:]):
+                cid = int(sid[s])
+                sub = out.take(order[s:e])
+                w = writers.get(cid)
+                if w is None:
+                    name = grid.name(cid)
+                    west, south, _, _ = grid.bounds(name)
+                    # Every part of a sheet shares scale and offset, so assembly copies records as they are.
+                    w = LasWriter.for_cloud(os.path.join(parts_dir, name, item["key"] + ".las"), sub,
+                                            ing.provenance(), compress=False, offsets=(west, south, 0.0))
+                    writers[cid] = w
+                w.write(sub)
+                counts[cid] = counts.get(cid, 0) + len(sub)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    for w in writers.values():
+        w.close()
+    sheets = {grid.name(c): n for c, n in sorted(counts.items())}
+    return ing.summary(sum(counts.values()), sheets=sheets)
+
+
+# ------------------------------------------------------------------------------------------------- assembly
+def _unified_header(headers: list[laspy.LasHeader]) -> laspy.LasHeader:
+    """One LAS 1.4 point format for all parts of a sheet: the richest PDRF and the union of extra bytes."""
+    pdrf = max(h.point_format.id for h in headers)
+    base = headers[0]
+    header = laspy.LasHeader(point_format=pdrf, version="1.4")
+    extra, seen = [], set()
+    for h in headers:
+        for dim in h.point_format.extra_dimensions:
+            if dim.name not in seen:
+                seen.add(dim.name)
+                extra.append(laspy.ExtraBytesParams(name=dim.name, type=dim.dtype, description=dim.description))
+    header.add_extra_dims(extra)
+    header.scales, header.offsets = base.scales, base.offsets
+    crs = base.parse_crs()
+    if crs is not None:
+        header.add_crs(crs)
+    header.global_encoding = base.global_encoding
+    return header
+
+
+def _same_format(a: laspy.LasHeader, b: laspy.LasHeader) -> bool:
+    return a.point_format.id == b.point_format.id and \
+        [(d.name, d.dtype) for d in a.point_format.extra_dimensions] == \
+        [(d.name, d.dtype) for d in b.point_format.extra_dimensions]
+
+
+def _convert(rec, header: laspy.LasHeader):
+    out = laspy.ScaleAwarePointRecord.zeros(len(rec), header=header)
+    for name in rec.point_format.dimension_names:
+        out[name] = rec[name]
+    return out
+
+
+class _Stats:
+    """Count, bounds and occupied 1 m cells of a sheet, gathered while its records stream past."""
+
+    def __init__(self, header, bounds):
+        self.sc, self.off = header.scales, header.offsets
+        self.west, self.south, e, n = bounds
+        self.cells = np.zeros((int(np.ceil((n - self.south) / OCCUPANCY_CELL)) + 1,
+                               int(np.ceil((e - self.west) / OCCUPANCY_CELL)) + 1), bool)
+        self.n, self.lo, self.hi = 0, np.full(3, np.inf), np.full(3, -np.inf)
+
+    def add(self, rec):
+        if not len(rec):
+            return
+        xyz = [np.asarray(rec[k], np.int64) * self.sc[i] + self.off[i] for i, k in enumerate("XYZ")]
+        self.n += len(rec)
+        self.lo = np.minimum(self.lo, [a.min() for a in xyz])
+        self.hi = np.maximum(self.hi, [a.max() for a in xyz])
+        r = np.clip(((xyz[1] - self.south) // OCCUPANCY_CELL).astype(np.int64), 0, self.cells.shape[0] - 1)
+        c = np.clip(((xyz[0] - self.west) // OCCUPANCY_CELL).astype(np.int64), 0, self.cells.shape[1] - 1)
+        self.cells[r, c] = True
+
+    @property
+    def bounds(self):
+        return [round(float(v), 3) for v in (*self.lo, *self.hi)] if self.n else None
+
+
+def assemble_sheet(item: dict) -> dict:
+    """Build one sheet file from its parts (in input-key order: the same inputs give the same bytes, whatever
+    the order they arrived in or the number of workers)."""
+    from tiles.copc import write_copc
+    from tiles.lasfile import template_vlrs
+
+    name, parts, out = item["name"], item["parts"], item["output"]
+    grid = _grid(item["settings"])
+    bounds = grid.bounds(name)
+    if not parts:
+        if os.path.exists(out):
+            os.remove(out)
+        return {"code": name, "point_count": 0, "output": None}
+    headers = []
+    for p in parts:
+        with laspy.open(p) as r:
+            headers.append(r.header)
+    header = headers[0] if all(_same_format(headers[0], h) for h in headers) else _unified_header(headers)
+    provs = [read_provenance(p) or {} for p in parts]
+    prov = {"sheet": name, "grid": item["settings"], "source_kind": item["source"],
+            "inputs": [pv.get("source_file") for pv in provs],
+            "vertical_datum": sorted({str(pv.get("vertical_datum")) for pv in provs}),
+            "geoid_model": sorted({str(pv.get("geoid_model")) for pv in provs}),
+            "horizontal_crs_epsg": provs[0].get("horizontal_crs_epsg")}
+    if header is headers[0]:
+        header = _unified_header([header])  # a fresh header: no inherited provenance of a single input
+    add_provenance(header, prov)
+    stats = _Stats(header, bounds)
+
+    def chunks():
+        for p, h in zip(parts, headers):
+            with laspy.open(p) as r:
+                for rec in r.chunk_iterator(1_000_000):
+                    yield rec if _same_format(h, header) else _convert(rec, header)
+
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    if item["format"] == "laz":
+        w = LasWriter(out, header, compress=True)
+        try:
+            for rec in chunks():
+                stats.add(rec)
+                w.write_points(rec)
+        except BaseException:
+            w.abort()
+            raise
+        w.close()
+    else:
+        recs = [rec for rec in chunks()]
+        for rec in recs:
+            stats.add(rec)
+        allrec = laspy.PackedPointRecord(np.concatenate([r.array for r in recs]), header.point_format)
+        zmin, zmax = stats.lo[2], stats.hi[2]
+        edge = max(bounds[2] - bounds[0], bounds[3] - bounds[1], zmax - zmin + 0.002)
+        write_copc(out, allrec, scales=header.scales, offsets=header.offsets, vlrs=template_vlrs(header),
+                   global_encoding=int(header.global_encoding.value if hasattr(header.global_encoding, "value")
+                                       else header.global_encoding), system_identifier=item["source"],
+                   cube=(bounds[0], bounds[1], zmin - 0.001, edge))
+    area = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
+    occupied = float(stats.cells.sum()) * OCCUPANCY_CELL ** 2
+    return {"code": name, "point_count": stats.n, "bounds": stats.bounds, "output": out,
+            "output_sha256": file_sha256(out), "density": round(stats.n / area, 4),
+            "density_covered": round(stats.n / occupied, 4) if occupied else 0.0,
+            "inputs": sorted({os.path.basename(str(i)) for i in prov["inputs"]})}
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+def _task_partition(item: dict) -> dict:
+    lim = item["opts"]["config"]["limits"]
+    try:
+        return run_capped(partition_file, item, seconds=lim["seconds_per_file"],
+                          memory_gb=lim["memory_per_file_gb"], label=item["path"])
+    except InputError as e:
+        return {"input": item["path"], "status": "quarantined", "code": e.code, "reason": str(e)}
+    except Exception as e:  # noqa: BLE001
+        return {"input": item["path"], "status": "quarantined", "code": "internal-error",
+                "reason": f"{os.path.basename(item['path'])}: unexpected failure: {str(e).splitlines()[0]}"}
+
+
+def _check_settings(run_dir: str, settings: dict) -> None:
+    path = os.path.join(run_dir, "settings.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old != settings:
+            raise SettingsError(f"{run_dir} was tiled with {old}; these settings are {settings}. Use another --out "
+                                f"(a run directory holds one grid, format and target CRS)")
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    with open(path + ".part", "w") as f:
+        json.dump(settings, f, indent=2, sort_keys=True)
+    os.replace(path + ".part", path)
+
+
+def write_index(path: str, sheets: list[dict], grid, source: str, crs_epsg: int | None) -> None:
+    """index.geojson: one polygon per sheet, in the tiles' CRS (named in the legacy 'crs' member, which QGIS and
+    GDAL read), with count, bounds, densities and source files."""
+    feats = []
+    for s in sheets:
+        w, so, e, n = grid.bounds(s["code"])
+        feats.append({"type": "Feature", "id": s["code"],
+                      "geometry": {"type": "Polygon", "coordinates": [[[w, so], [e, so], [e, n], [w, n], [w, so]]]},
+                      "properties": {"code": s["code"], "source": source, "point_count": s["point_count"],
+                                     "min_x": s["bounds"][0], "min_y": s["bounds"][1], "min_z": s["bounds"][2],
+                                     "max_x": s["bounds"][3], "max_y": s["bounds"][4], "max_z": s["bounds"][5],
+                                     "density": s["density"], "density_covered": s["density_covered"],
+                                     "source_files": ";".join(s["inputs"]),
+                                     "file": os.path.basename(s["output"])}})
+    doc = {"type": "FeatureCollection", "name": f"{source} sheets", "features": feats}
+    if crs_epsg:
+        doc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{crs_epsg}"}}
+    with open(path + ".part", "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, ensure_ascii=False)
+    os.replace(path + ".part", path)
+
+
+def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "copc", grid_size=None,
+         crs=None, assume_crs=None, target_crs=None, gcp=None, geoid=None, height=None, config_path=None,
+         workers=None, scheduler=None, quiet=False) -> dict:
+    cfg = load_config(config_path)
+    profile(cfg, source)
+    if fmt not in EXT:
+        raise ValueError(f"unknown format {fmt!r}; choose copc or laz")
+    out_dir = os.path.abspath(out_dir)
+    target = crsmod.make_target(target_crs or cfg["target"]["crs"], geoid or cfg["target"]["geoid"])
+    settings = {"level": int(level), "grid_size": grid_size, "format": fmt,
+                "target_crs": crsmod.epsg_of(target.output_crs) or target.output_crs.to_wkt()}
+    if grid_size is None and crsmod.epsg_of(target.crs) != crsmod.DEFAULT_TARGET:
+        raise SettingsError(f"sheet codes are defined on plane rectangular zone VIII (EPSG:6676); for "
+                            f"{target.crs.name} give --grid-size METRES")
+    _check_settings(out_dir, settings)
+    grid = _grid(settings)
+    work = os.path.join(out_dir, "_work")
+    parts_root = os.path.join(work, "parts", source)
+    opts = {"config": cfg, "crs": crs, "assume_crs": assume_crs, "target_crs": target_crs, "gcp": gcp,
+            "height": height}
+    if geoid is not None:
+        opts["geoid"] = None if str(geoid).lower() == "none" else geoid
+    inputs, refused = expand_inputs([os.path.abspath(p) for p in paths], os.path.join(work, "extracted"))
+    results = [{"input": e.path, "status": "quarantined", "code": e.code, "reason": str(e)} for e in refused]
+    if workers is None:  # one process per input, up to the machine's cores
+        workers = max(1, min(os.cpu_count() or 1, len(inputs)))
+
+    with Manifest(out_dir) as man, man.run("tile") as run, session(workers, scheduler) as sess:
+        todo, dirty, seen_keys, changed = [], set(), {}, {}
+        known = {r["sha256"]: r["path"] for r in man.inputs(source) if r["status"] == "accepted"}
+        for p in inputs:
+            sha, size, mtime = man.content_hash(p, source)
+            old = man.input(p, source)
+            if old and old["sha256"] == sha:
+                man.put_input(p, source, size, mtime, sha, old["status"], old["reason"], old["points_in"],
+                              old["points_out"], old["sheets"], old["run_id"])
+                results.append({"input": p, "status": "unchanged", "was": old["status"]})
+                continue
+            twin = seen_keys.get(sha) or (known.get(sha) if known.get(sha) != p else None)
+            if twin:
+                results.append({"input": p, "status": "duplicate", "code": "duplicate",
+                                "reason": f"{os.path.basename(p)}: same content as {twin}; not tiled twice"})
+                continue
+            seen_keys[sha] = p
+            if old:  # changed content: its old parts go, and the sheets they fed are rebuilt
+                changed[p] = old
+                for sheet in old["sheets"]:
+                    dirty.add(sheet)
+                    stale = os.path.join(parts_root, sheet, old["sha256"][:16] + ".las")
+                    if os.path.exists(stale):
+                        os.remove(stale)
+            todo.append({"path": p, "source": source, "opts": opts, "settings": settings, "key": sha[:16],
+                         "parts_dir": parts_root, "sha": sha, "size": size, "mtime": mtime})
+        done = sess.map(_task_partition, todo, desc=f"partition {source}", quiet=quiet)
+        for item, r in zip(todo, done):
+            results.append(r)
+            accepted = r["status"] == "accepted"
+            man.put_input(item["path"], source, item["size"], item["mtime"], item["sha"], r["status"],
+                          r.get("reason"), r.get("points_in"), r.get("points_out"), r.get("sheets", {}), run["id"])
+            dirty.update(r.get("sheets", {}) if accepted else {})
+        jobs = []
+        for name in sorted(dirty):
+            parts = sorted(glob.glob(os.path.join(parts_root, name, "*.las")))
+            jobs.append({"name": name, "parts": parts, "source": source, "settings": settings, "format": fmt,
+                         "output": os.path.join(out_dir, source, name + EXT[fmt])})
+        built = sess.map(assemble_sheet, jobs, desc=f"sheets {source}", quiet=quiet)
+        for b in built:
+            if b["point_count"]:
+                man.put_sheet(b["code"], source, b["point_count"], b, b["inputs"], b["output"], b["output_sha256"],
+                              run["id"])
+            else:
+                man.drop_sheet(b["code"], source)
+                shutil.rmtree(os.path.join(parts_root, b["code"]), ignore_errors=True)
+        sheets = [s["bounds"] for s in man.sheets(source)]  # stored summaries of every sheet of this source
+        all_inputs = [r for r in man.inputs(source) if r["status"] == "accepted"]
+        total_in = sum(r["points_out"] for r in all_inputs)
+        total_sheets = sum(s["point_count"] for s in sheets)
+        if total_in != total_sheets:
+            raise AssertionError(f"point count not conserved: inputs gave {total_in:,} points, sheets hold "
+                                 f"{total_sheets:,}")
+        write_index(os.path.join(out_dir, source, "index.geojson"), sheets, grid, source,
+                    crsmod.epsg_of(target.crs))
+        this = [r for r in results if r["status"] == "accepted"]
+        summary = {
+            "source": source, "out_dir": out_dir, "settings": settings,
+            "files": len(results), "accepted": len(this),
+            "unchanged": sum(r["status"] == "unchanged" for r in results),
+            "quarantined": sum(r["status"] in ("quarantined", "duplicate") for r in results),
+            "points_in": sum(r["points_in"] for r in this),
+            "points_out": sum(r["points_out"] for r in this),
+            "points_filtered": {k: sum(r["points_filtered"].get(k, 0) for r in this)
+                                for k in sorted({k for r in this for k in r["points_filtered"]})},
+            "sheets_built": [b["code"] for b in built if b["point_count"]],
+            "sheets_removed": [b["code"] for b in built if not b["point_count"]],
+            "sheet_points": {b["code"]: b["point_count"] for b in built},
+            "all_sheets": len(sheets), "all_points": total_sheets,
+            "results": results,
+        }
+        assert summary["points_in"] == summary["points_out"] + sum(summary["points_filtered"].values())
+        run["summary"] = {k: v for k, v in summary.items() if k != "results"}
+    path = os.path.join(out_dir, source, "tile-summary.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".part", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, ensure_ascii=False, default=str)
+    os.replace(path + ".part", path)
+    summary["summary_path"] = path
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- buffered read
+def sheet_with_buffer(run_dir: str, source: str, code: str, margin: float):
+    """A sheet's points plus those of its neighbours within `margin` metres of its edges, as one PointCloud
+    with a boolean column 'in_sheet'. For layers that need context at sheet edges (terrain, roads)."""
+    from ..io import open_input
+    from ..points import PointCloud
+
+    with open(os.path.join(run_dir, "settings.json")) as f:
+        settings = json.load(f)
+    grid = _grid(settings)
+    w, s, e, n = grid.bounds(code)
+    if margin < 0 or margin > min(e - w, n - s):
+        raise ValueError(f"margin {margin} m must be between 0 and the sheet size")
+    ext = EXT[settings["format"]]
+    parts = []
+    for name in [code] + grid.neighbours(code):
+        path = os.path.join(run_dir, source, name + ext)
+        if not os.path.exists(path):
+            continue
+        for c in open_input(path).chunks(2_000_000):
+            keep = (c.x >= w - margin) & (c.x < e + margin) & (c.y > s - margin) & (c.y <= n + margin)
+            c = c.take(keep)
+            c.columns["in_sheet"] = np.full(len(c), name == code)
+            parts.append(c)
+    if not parts:
+        raise FileNotFoundError(f"no sheet {code} (or neighbours) under {run_dir}/{source}")
+    cols = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
+    return PointCloud(cols, crs=crsmod.make_target(settings["target_crs"] if isinstance(settings["target_crs"], int)
+                                                   else None).output_crs, height="orthometric",
+                      meta={"sheet": code, "margin": margin})
