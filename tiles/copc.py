@@ -14,72 +14,76 @@ import numpy as np
 
 from .lasfile import HEADER_SIZE, evlr_bytes, public_header, returns_histogram, vlr_bytes
 
-GRID = 128  # voxels along a node's edge: one point per voxel is kept at each level
+GRID_BITS = 7  # 128 voxels along a node's edge: one point per voxel is kept at each level
+GRID = 1 << GRID_BITS
 MAX_LEAF = 100_000  # a node holding no more than this many remaining points keeps them all
-MAX_DEPTH = 14
+MAX_DEPTH = 13  # 3 x (13 + 7) bits of voxel key fit an int64
 
 
-def octree(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, size: float):
-    """Level and node key of every point. ix, iy, iz: coordinates relative to the cube's minimum corner, in the
-    same units as size (the cube edge). Deterministic: ties go to the earliest point."""
+def octree(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, k: int):
+    """Level and node key of every point. ix, iy, iz: non-negative integer coordinates (scaled units) relative
+    to the cube's minimum corner, whose edge is 2**k units, so that node and voxel indices are bit shifts.
+    Deterministic: within a voxel the earliest point is kept at the coarser level."""
     n = len(ix)
-    level = np.full(n, -1, np.int16)
-    kx, ky, kz = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    level = np.full(n, -1, np.int8)
+    node = np.zeros(n, np.int64)
     rem = np.arange(n)
     for lvl in range(MAX_DEPTH + 1):
         if rem.size == 0:
             break
-        div = 1 << lvl
-        cell = size / div
-        cx = np.clip((ix[rem] // cell).astype(np.int64), 0, div - 1)
-        cy = np.clip((iy[rem] // cell).astype(np.int64), 0, div - 1)
-        cz = np.clip((iz[rem] // cell).astype(np.int64), 0, div - 1)
-        nid = (cx * div + cy) * div + cz
+        sh = max(k - lvl, 0)
+        x, y, z = ix[rem], iy[rem], iz[rem]
+        nid = ((x >> sh) << (2 * lvl)) | ((y >> sh) << lvl) | (z >> sh)
         _, inv, counts = np.unique(nid, return_inverse=True, return_counts=True)
         take = (counts[inv] <= MAX_LEAF) | (lvl == MAX_DEPTH)
         busy = np.flatnonzero(~take)
         if busy.size:
-            vdiv = div * GRID
-            vcell = size / vdiv
-            r = rem[busy]
-            vx = np.clip((ix[r] // vcell).astype(np.int64), 0, vdiv - 1)
-            vy = np.clip((iy[r] // vcell).astype(np.int64), 0, vdiv - 1)
-            vz = np.clip((iz[r] // vcell).astype(np.int64), 0, vdiv - 1)
-            _, first = np.unique((vx * vdiv + vy) * vdiv + vz, return_index=True)
+            vsh, vb = max(sh - GRID_BITS, 0), lvl + GRID_BITS
+            vid = ((x[busy] >> vsh) << (2 * vb)) | ((y[busy] >> vsh) << vb) | (z[busy] >> vsh)
+            _, first = np.unique(vid, return_index=True)
             take[busy[first]] = True
-        chosen = rem[take]
-        level[chosen] = lvl
-        kx[chosen], ky[chosen], kz[chosen] = cx[take], cy[take], cz[take]
+        level[rem[take]] = lvl
+        node[rem[take]] = nid[take]
         rem = rem[~take]
-    return level, kx, ky, kz
+    return level, node
+
+
+def _node_xyz(lvl: int, nid: int) -> tuple[int, int, int]:
+    mask = (1 << lvl) - 1
+    return (nid >> (2 * lvl)) & mask, (nid >> lvl) & mask, nid & mask
 
 
 def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encoding: int,
                system_identifier: str = "", cube=None) -> dict:
     """Write a laspy PackedPointRecord (PDRF 6/7/8, extra bytes included) as COPC.
-    cube: optional (min x, min y, min z, edge) in metres; by default the data's bounding cube.
-    Returns {'nodes': n, 'depth': d, 'count': n_points}."""
+    cube: optional (min x, min y, min z, edge) in metres, by default the data's bounding cube; the edge is
+    rounded up to a power of two of the scale (1 mm: 400 m -> 524.288 m). Returns node count, depth, points."""
     records = points.array
     pdrf, record_length = points.point_format.id, points.point_format.size
     n = len(records)
     scales, offsets = np.asarray(scales, float), np.asarray(offsets, float)
+    if not np.allclose(scales, scales[0]):
+        raise ValueError("COPC cubes need the same scale on x, y and z")
     X, Y, Z = (records[k].astype(np.int64) for k in ("X", "Y", "Z"))
-    xyz = [X * scales[0] + offsets[0], Y * scales[1] + offsets[1], Z * scales[2] + offsets[2]]
-    mins = [float(a.min()) if n else 0.0 for a in xyz]
-    maxs = [float(a.max()) if n else 0.0 for a in xyz]
+    ilo = np.array([a.min() for a in (X, Y, Z)]) if n else np.zeros(3, np.int64)
+    ihi = np.array([a.max() for a in (X, Y, Z)]) if n else np.zeros(3, np.int64)
+    mins, maxs = ilo * scales + offsets, ihi * scales + offsets
     if cube is None:
-        edge = max(maxs[i] - mins[i] for i in range(3)) + max(scales)
-        cube = (mins[0], mins[1], mins[2], max(edge, 1.0))
-    cmin, edge = np.array(cube[:3], float), float(cube[3])
-    if n and (np.any(np.array(mins) < cmin - 1e-9) or np.any(np.array(maxs) > cmin + edge + 1e-9)):
+        cube = (*mins, float((ihi - ilo).max() + 1) * scales[0])
+    cmin = np.floor((np.asarray(cube[:3], float) - offsets) / scales + 1e-6).astype(np.int64)
+    span = max(int(np.ceil(cube[3] / scales[0] - 1e-6)), int((ihi - cmin).max()) + 1, 1)
+    k = int(np.ceil(np.log2(span)))
+    if n and (np.any(ilo < cmin) or np.any(ihi >= cmin + (1 << k))):
         raise ValueError("points fall outside the COPC cube")
-    level, kx, ky, kz = octree(xyz[0] - cmin[0], xyz[1] - cmin[1], xyz[2] - cmin[2], edge)
-    order = np.lexsort((np.arange(n), kz, ky, kx, level))
+    level, node = octree(X - cmin[0], Y - cmin[1], Z - cmin[2], k)
+    order = np.argsort((level.astype(np.int64) << 3 * MAX_DEPTH) | node, kind="stable")
     recs = records[order]
-    keys = np.column_stack([level[order], kx[order], ky[order], kz[order]]).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)]) if n else np.array([], int)
+    lv, nd = level[order], node[order]
+    starts = np.flatnonzero(np.r_[True, (lv[1:] != lv[:-1]) | (nd[1:] != nd[:-1])]) if n else np.array([], int)
     ends = np.r_[starts[1:], n] if n else starts
-    node_keys = [tuple(int(v) for v in keys[s]) for s in starts]
+    node_keys = [(int(lv[s]), *_node_xyz(int(lv[s]), int(nd[s]))) for s in starts]
+    edge = (1 << k) * scales[0]
+    cmin = cmin * scales + offsets
 
     n_extra = record_length - {6: 30, 7: 36, 8: 38}[pdrf]
     laz_vlr = lazrs.LazVlr.new_for_compression(pdrf, n_extra, True)
@@ -89,7 +93,7 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
     offset_to_points = HEADER_SIZE + len(vlr_blob)
     tmp = path + ".part"
     gps = recs["gps_time"] if n and "gps_time" in recs.dtype.names else np.zeros(1)
-    rn = np.asarray(points["return_number"])[order] if n else np.zeros(0)
+    rn = recs["bit_fields"] & 0x0F if n else np.zeros(0, np.uint8)
     with open(tmp, "w+b") as f:
         f.write(b"\0" * HEADER_SIZE + vlr_blob)
         comp = lazrs.LasZipCompressor(f, laz_vlr)
@@ -128,4 +132,4 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
         f.seek(HEADER_SIZE + 54)
         f.write(info)
     os.replace(tmp, path)
-    return {"nodes": len(starts), "depth": int(level.max()) + 1 if n else 0, "count": n}
+    return {"nodes": len(starts), "depth": int(level.max()) + 1 if n else 0, "count": n, "cube_edge": edge}

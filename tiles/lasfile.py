@@ -55,3 +55,166 @@ def public_header(*, pdrf: int, compressed: bool, record_length: int, n_vlrs: in
 def returns_histogram(return_number: np.ndarray) -> np.ndarray:
     r = np.clip(np.asarray(return_number, dtype=np.int64), 1, 15)
     return np.bincount(r - 1, minlength=15)[:15]
+
+
+def global_encoding_of(header: laspy.LasHeader) -> int:
+    ge = header.global_encoding
+    value = int(ge.value) if hasattr(ge, "value") else int(ge)
+    has_wkt = any(v.record_id == 2112 for v in header.vlrs)
+    return value | (0x10 if has_wkt else 0)
+
+
+class RawLasWriter:
+    """LAS 1.4 writer for packed point records: header and VLRs packed here, points appended as raw bytes or
+    through lazrs, bounds and return counts kept on the fly (laspy's writer recomputes them from floats on every
+    write). compress: False, True (fixed 50,000-point chunks, the LASzip default) or "variable" (a chunk every
+    `chunk_points` points, recorded with its count in the chunk table: such files can be merged by copying their
+    compressed chunks, see merge_laz). Writes to `path + '.part'`; `close` renames into place."""
+
+    def __init__(self, path: str, header: laspy.LasHeader, compress, system_identifier: str = "",
+                 date: tuple[int, int] = (0, 0), chunk_points: int = 50_000):
+        import os
+
+        import lazrs
+
+        self.path, self.tmp = path, path + ".part"
+        self.header, self.compress, self.date, self.sysid = header, compress, date, system_identifier
+        self.pf = header.point_format
+        self.chunk_points, self.in_chunk = chunk_points, 0
+        vlrs = template_vlrs(header)
+        if compress:
+            n_extra = self.pf.size - laspy.PointFormat(self.pf.id).size
+            self.laz_vlr = lazrs.LazVlr.new_for_compression(self.pf.id, n_extra, compress == "variable")
+            vlrs = vlrs + [("laszip encoded", 22204, bytes(self.laz_vlr.record_data()), "lazrs")]
+        self.vlr_blob = b"".join(vlr_bytes(u, r, d, desc) for u, r, d, desc in vlrs)
+        self.n_vlrs = len(vlrs)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.f = open(self.tmp, "wb")
+        self.f.write(b"\0" * HEADER_SIZE + self.vlr_blob)
+        self.comp = None
+        if compress:
+            self.comp = lazrs.LasZipCompressor(self.f, self.laz_vlr)
+            self.comp.reserve_offset_to_chunk_table()
+        self.count = 0
+        self.lo = np.full(3, np.iinfo(np.int64).max)
+        self.hi = np.full(3, np.iinfo(np.int64).min)
+        self.returns = np.zeros(15, np.int64)
+
+    def write_points(self, rec) -> None:
+        arr = rec.array if hasattr(rec, "array") else rec
+        if not len(arr):
+            return
+        for i, k in enumerate("XYZ"):
+            self.lo[i] = min(self.lo[i], int(arr[k].min()))
+            self.hi[i] = max(self.hi[i], int(arr[k].max()))
+        self.returns += returns_histogram(arr["bit_fields"] & 0x0F)
+        self.count += len(arr)
+        if self.comp is None:
+            self.f.write(arr.tobytes())
+        elif self.compress != "variable":
+            self.comp.compress_many(arr.tobytes())
+        else:
+            start = 0
+            while start < len(arr):
+                if self.in_chunk == self.chunk_points:  # close a chunk only when more points follow
+                    self.comp.finish_current_chunk()
+                    self.in_chunk = 0
+                take = min(self.chunk_points - self.in_chunk, len(arr) - start)
+                self.comp.compress_many(arr[start:start + take].tobytes())
+                self.in_chunk += take
+                start += take
+
+    def close(self) -> None:
+        import os
+
+        if self.comp is not None:
+            self.comp.done()
+        sc, off = np.asarray(self.header.scales), np.asarray(self.header.offsets)
+        mins, maxs = (self.lo * sc + off, self.hi * sc + off) if self.count else (np.zeros(3), np.zeros(3))
+        self.f.seek(0)
+        self.f.write(public_header(pdrf=self.pf.id, compressed=bool(self.compress), record_length=self.pf.size,
+                                   n_vlrs=self.n_vlrs, offset_to_points=HEADER_SIZE + len(self.vlr_blob),
+                                   count=self.count, by_return=self.returns, scales=sc, offsets=off,
+                                   mins=mins, maxs=maxs, evlr_start=0, n_evlrs=0,
+                                   global_encoding=global_encoding_of(self.header),
+                                   system_identifier=self.sysid, date=self.date))
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        import os
+
+        try:
+            self.f.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+
+def merge_laz(path: str, parts: list[str], header: laspy.LasHeader, system_identifier: str = "") -> int:
+    """One LAZ file from LAZ parts that share point format, scale and offset and were written with variable-size
+    chunks: the compressed chunks are copied as they are and a new chunk table is written, so no point is
+    decoded or encoded again. Returns the point count."""
+    import os
+    import shutil
+
+    import lazrs
+
+    from pipeline.validate import check_las
+
+    facts = [check_las(p) for p in parts]
+    laz_payloads = []
+    for p, fa in zip(parts, facts):
+        (pos, length), = [(v[2], v[3]) for v in fa.vlrs if v[0] == "laszip encoded"]
+        with open(p, "rb") as f:
+            f.seek(pos)
+            laz_payloads.append(f.read(length))
+    if len(set(laz_payloads)) != 1:
+        raise ValueError("parts were compressed with different LAZ item layouts")
+    vlr = lazrs.LazVlr(laz_payloads[0])
+    if not vlr.uses_variable_size_chunks():
+        raise ValueError("parts must use variable-size chunks to be merged")
+    vlrs = template_vlrs(header) + [("laszip encoded", 22204, laz_payloads[0], "lazrs")]
+    blob = b"".join(vlr_bytes(u, r, d, desc) for u, r, d, desc in vlrs)
+    table, count, by_return = [], 0, np.zeros(15, np.int64)
+    mins, maxs = np.full(3, np.inf), np.full(3, -np.inf)
+    tmp = path + ".part"
+    with open(tmp, "wb") as out:
+        out.write(b"\0" * HEADER_SIZE + blob)
+        table_ptr = out.tell()
+        out.write(b"\0" * 8)
+        for p, fa in zip(parts, facts):
+            if fa.point_count == 0:
+                continue
+            with open(p, "rb") as src:
+                src.seek(fa.offset_to_points)
+                t = [(int(c), int(b)) for c, b in lazrs.read_chunk_table(src, vlr) if c]
+                src.seek(fa.offset_to_points + 8)
+                nbytes = sum(b for _, b in t)
+                copied = 0
+                while copied < nbytes:
+                    buf = src.read(min(1 << 22, nbytes - copied))
+                    if not buf:
+                        raise ValueError(f"{p}: ends inside its compressed chunks")
+                    out.write(buf)
+                    copied += len(buf)
+            if sum(c for c, _ in t) != fa.point_count:
+                raise ValueError(f"{p}: chunk table holds {sum(c for c, _ in t)} points, header {fa.point_count}")
+            table += t
+            count += fa.point_count
+            with laspy.open(p) as r:
+                by_return += np.asarray(r.header.number_of_points_by_return[:15], dtype=np.int64)
+            mins, maxs = np.minimum(mins, fa.mins), np.maximum(maxs, fa.maxs)
+        table_pos = out.tell()
+        lazrs.write_chunk_table(out, table, vlr)
+        out.seek(table_ptr)
+        out.write(struct.pack("<q", table_pos))
+        out.seek(0)
+        out.write(public_header(pdrf=header.point_format.id, compressed=True, record_length=header.point_format.size,
+                                n_vlrs=len(vlrs), offset_to_points=HEADER_SIZE + len(blob), count=count,
+                                by_return=by_return, scales=header.scales, offsets=header.offsets,
+                                mins=mins if count else np.zeros(3), maxs=maxs if count else np.zeros(3),
+                                evlr_start=0, n_evlrs=0, global_encoding=global_encoding_of(header),
+                                system_identifier=system_identifier))
+    os.replace(tmp, path)
+    return count

@@ -21,6 +21,9 @@ WAVEFORM_DIMS = ("wavepacket_index", "wavepacket_offset", "wavepacket_size", "re
 SCAN_ANGLE_STEP = 0.006  # degrees per unit of the PDRF 6-10 scan_angle field
 SCALE = 0.001
 PROVENANCE_USER = "pcpipe"
+# Single-threaded lazrs: parallelism comes from Dask worker processes (one thread each), memory per worker
+# stays predictable, and no codec threads exist when a process forks.
+LAZ_BACKEND = laspy.LazBackend.Lazrs
 
 
 def _columns(rec, point_format) -> dict[str, np.ndarray]:
@@ -52,7 +55,7 @@ def iter_las(path, chunk_size: int = 1_000_000, facts: LasHeaderFacts | None = N
         raise InputError(path, facts.errors[0].code, facts.errors[0].message)
     seen = 0
     try:
-        with laspy.open(path) as reader:
+        with laspy.open(path, laz_backend=LAZ_BACKEND) as reader:
             pf = reader.header.point_format
             for rec in reader.chunk_iterator(chunk_size):
                 if len(rec) == 0:
@@ -139,70 +142,72 @@ def add_provenance(header: laspy.LasHeader, provenance: dict) -> None:
     header.generating_software = "pcpipe"
 
 
+def _day_year(date: dt.date | None) -> tuple[int, int]:
+    return (date.timetuple().tm_yday, date.year) if date else (0, 0)
+
+
 class LasWriter:
     """Writes a LAS 1.4 file chunk by chunk to a temporary name that is renamed into place on close. No
     wall-clock time is written: the creation date is the given one or left 0 (unknown), so that reruns are
     byte-identical."""
 
     def __init__(self, path, header: laspy.LasHeader, compress: bool | None = None, date: dt.date | None = None):
+        from tiles.lasfile import RawLasWriter
+
         self.path = str(path)
-        self.tmp = self.path + ".part"
         self.header = header
         self.pdrf = header.point_format.id
-        self.date = date
-        header.creation_date = date or dt.date(2000, 1, 1)
         compress = self.path.endswith(".laz") if compress is None else compress
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._w = laspy.open(self.tmp, mode="w", header=header, do_compress=compress)
-        self.count = 0
+        self._w = RawLasWriter(self.path, header, compress, header.system_identifier, _day_year(date))
+        self._dtype = header.point_format.dtype()
+
+    @property
+    def count(self) -> int:
+        return self._w.count
 
     @classmethod
     def for_cloud(cls, path, first: PointCloud, provenance: dict, compress=None, offsets=None) -> "LasWriter":
         return cls(path, make_header(first, provenance, offsets), compress, _date_of(first.meta))
 
-    def records(self, cloud: PointCloud) -> laspy.ScaleAwarePointRecord:
-        """Columns -> packed records of this file's point format, X/Y/Z at its scale and offset."""
+    def records(self, cloud: PointCloud) -> np.ndarray:
+        """Columns -> packed records (structured array) of this file's point format, X/Y/Z at its scale and
+        offset. Bit fields are packed here in one pass each: laspy's per-sub-field setters read and rewrite the
+        byte for every flag."""
         n = len(cloud)
-        rec = laspy.ScaleAwarePointRecord.zeros(n, header=self.header)
-        dims = set(rec.point_format.dimension_names)
-        for name, arr in cloud.columns.items():
-            if name in ("x", "y", "z"):
-                continue
-            if name == "scan_angle":
-                rec["scan_angle"] = np.clip(np.round(np.asarray(arr, np.float64) / SCAN_ANGLE_STEP),
-                                            -30000, 30000).astype(np.int16)
-            elif name in dims:
-                rec[name] = arr
+        c = cloud.columns
+        arr = np.zeros(n, dtype=self._dtype)
+        names = set(arr.dtype.names)
         off, sc = self.header.offsets, self.header.scales
         for i, k in enumerate("xyz"):
-            ints = np.round((cloud.columns[k] - off[i]) / sc[i])
+            ints = np.round((c[k] - off[i]) / sc[i])
             if ints.size and (ints.min() < -2**31 or ints.max() >= 2**31):
                 raise ValueError(f"{k} values do not fit LAS int32 at scale {sc[i]} around offset {off[i]}")
-            rec[k.upper()] = ints.astype(np.int32)
-        return rec
+            arr[k.upper()] = ints
+        u8 = lambda k, bits: (np.asarray(c[k]).astype(np.uint8) & ((1 << bits) - 1)) if k in c else 0  # noqa
+        arr["bit_fields"] = u8("return_number", 4) | (u8("number_of_returns", 4) << 4)
+        arr["classification_flags"] = (u8("synthetic", 1) | (u8("key_point", 1) << 1) | (u8("withheld", 1) << 2)
+                                       | (u8("overlap", 1) << 3) | (u8("scanner_channel", 2) << 4)
+                                       | (u8("scan_direction_flag", 1) << 6) | (u8("edge_of_flight_line", 1) << 7))
+        if "scan_angle" in c:
+            arr["scan_angle"] = np.clip(np.round(np.asarray(c["scan_angle"], np.float64) / SCAN_ANGLE_STEP),
+                                        -30000, 30000)
+        for name, a in c.items():
+            if name in names and name not in ("X", "Y", "Z", "bit_fields", "classification_flags", "scan_angle"):
+                arr[name] = a
+        return arr
 
     def write(self, cloud: PointCloud) -> None:
         if len(cloud):
-            self.write_points(self.records(cloud))
+            self._w.write_points(self.records(cloud))
 
     def write_points(self, rec) -> None:
         self._w.write_points(rec)
-        self.count += len(rec)
 
     def close(self) -> None:
         self._w.close()
-        if self.date is None:  # 'unknown' creation date rather than today's
-            with open(self.tmp, "r+b") as f:
-                f.seek(90)
-                f.write(struct.pack("<HH", 0, 0))
-        os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        try:
-            self._w.close()
-        finally:
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+        self._w.abort()
 
 
 def read_provenance(path) -> dict | None:

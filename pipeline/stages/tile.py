@@ -4,7 +4,8 @@ named by its 国土基本図図郭 code. Memory is bounded by the read chunk (pa
 
 Run directory:
   <out>/<source>/<CODE>.copc.laz (or .laz), <out>/<source>/index.geojson, <out>/<source>/tile-summary.json
-  <out>/manifest.sqlite, <out>/settings.json, <out>/_work/parts/<source>/<CODE>/<input key>.las
+  <out>/manifest.sqlite, <out>/settings.json,
+  <out>/_work/parts/<source>/<CODE>/<input key>.laz (.las for COPC runs) + .occ.npy (occupied 1 m cells)
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import glob
 import json
 import os
 import shutil
+import time
 
 import laspy
 import numpy as np
@@ -20,13 +22,14 @@ from .. import crs as crsmod
 from ..config import load_config, profile
 from ..guard import run_capped
 from ..io import expand_inputs
-from ..io.las import LasWriter, add_provenance, read_provenance
+from ..io.las import LAZ_BACKEND, LasWriter, add_provenance, read_provenance
 from ..manifest import Manifest, file_sha256
 from ..runner import session
 from ..validate import InputError
 from .ingest import Ingestion
 
 EXT = {"copc": ".copc.laz", "laz": ".laz"}
+PART_EXT = {"copc": ".las", "laz": ".laz"}
 OCCUPANCY_CELL = 1.0  # metres: density is also reported over occupied 1 m cells (MMS covers roads only)
 
 
@@ -41,12 +44,24 @@ def _grid(settings: dict):
 
 
 # ------------------------------------------------------------------------------------------------ partition
+def _occupancy_grid(west, south, east, north) -> np.ndarray:
+    return np.zeros((int(np.ceil((north - south) / OCCUPANCY_CELL)) + 1,
+                     int(np.ceil((east - west) / OCCUPANCY_CELL)) + 1), bool)
+
+
+def _mark(grid: np.ndarray, dx, dy) -> None:
+    r = np.clip((np.asarray(dy) // OCCUPANCY_CELL).astype(np.int64), 0, grid.shape[0] - 1)
+    c = np.clip((np.asarray(dx) // OCCUPANCY_CELL).astype(np.int64), 0, grid.shape[1] - 1)
+    grid[r, c] = True
+
+
 def partition_file(item: dict) -> dict:
     """Ingest one input and split its points into parts/<sheet>/<key>.las. Runs in a capped child."""
     grid = _grid(item["settings"])
     ing = Ingestion(item["path"], item["source"], item["opts"])
     writers: dict[int, LasWriter] = {}
     counts: dict[int, int] = {}
+    occupancy: dict[int, np.ndarray] = {}
     parts_dir = item["parts_dir"]
     try:
         for out in ing.chunks():
@@ -63,20 +78,31 @@ def partition_file(item: dict) -> dict:
                 cid = int(sid[s])
                 sub = out.take(order[s:e])
                 w = writers.get(cid)
+                name = grid.name(cid)
+                west, south, east, north = grid.bounds(name)
                 if w is None:
-                    name = grid.name(cid)
-                    west, south, _, _ = grid.bounds(name)
-                    # Every part of a sheet shares scale and offset, so assembly copies records as they are.
-                    w = LasWriter.for_cloud(os.path.join(parts_dir, name, item["key"] + ".las"), sub,
-                                            ing.provenance(), compress=False, offsets=(west, south, 0.0))
+                    # Every part of a sheet shares scale and offset. For LAZ sheets the parts are cut in
+                    # variable-size LAZ chunks, so a sheet is assembled by copying compressed chunks
+                    # (tiles.lasfile.merge_laz); COPC sheets re-order points into an octree, so their parts stay
+                    # uncompressed rather than be encoded twice.
+                    ext = PART_EXT[item["settings"]["format"]]
+                    w = LasWriter.for_cloud(os.path.join(parts_dir, name, item["key"] + ext), sub,
+                                            ing.provenance(), compress="variable" if ext == ".laz" else False,
+                                            offsets=(west, south, 0.0))
                     writers[cid] = w
+                    occupancy[cid] = _occupancy_grid(west, south, east, north)
                 w.write(sub)
+                _mark(occupancy[cid], sub.x - west, sub.y - south)
                 counts[cid] = counts.get(cid, 0) + len(sub)
     except BaseException:
         for w in writers.values():
             w.abort()
         raise
-    for w in writers.values():
+    for cid, w in writers.items():
+        occ = w.path[:-4] + ".occ.npy"
+        with open(occ + ".part", "wb") as f:
+            np.save(f, np.packbits(occupancy[cid]))
+        os.replace(occ + ".part", occ)
         w.close()
     sheets = {grid.name(c): n for c, n in sorted(counts.items())}
     return ing.summary(sum(counts.values()), sheets=sheets)
@@ -116,37 +142,14 @@ def _convert(rec, header: laspy.LasHeader):
     return out
 
 
-class _Stats:
-    """Count, bounds and occupied 1 m cells of a sheet, gathered while its records stream past."""
-
-    def __init__(self, header, bounds):
-        self.sc, self.off = header.scales, header.offsets
-        self.west, self.south, e, n = bounds
-        self.cells = np.zeros((int(np.ceil((n - self.south) / OCCUPANCY_CELL)) + 1,
-                               int(np.ceil((e - self.west) / OCCUPANCY_CELL)) + 1), bool)
-        self.n, self.lo, self.hi = 0, np.full(3, np.inf), np.full(3, -np.inf)
-
-    def add(self, rec):
-        if not len(rec):
-            return
-        xyz = [np.asarray(rec[k], np.int64) * self.sc[i] + self.off[i] for i, k in enumerate("XYZ")]
-        self.n += len(rec)
-        self.lo = np.minimum(self.lo, [a.min() for a in xyz])
-        self.hi = np.maximum(self.hi, [a.max() for a in xyz])
-        r = np.clip(((xyz[1] - self.south) // OCCUPANCY_CELL).astype(np.int64), 0, self.cells.shape[0] - 1)
-        c = np.clip(((xyz[0] - self.west) // OCCUPANCY_CELL).astype(np.int64), 0, self.cells.shape[1] - 1)
-        self.cells[r, c] = True
-
-    @property
-    def bounds(self):
-        return [round(float(v), 3) for v in (*self.lo, *self.hi)] if self.n else None
-
-
 def assemble_sheet(item: dict) -> dict:
-    """Build one sheet file from its parts (in input-key order: the same inputs give the same bytes, whatever
-    the order they arrived in or the number of workers)."""
+    """Build one sheet file from its parts, taken in input-key order: the same inputs give the same bytes, whatever
+    the order they arrived in or the number of workers. LAZ output from parts of one point format copies the
+    compressed chunks (no decoding); otherwise the points are decoded, unified and encoded once."""
     from tiles.copc import write_copc
-    from tiles.lasfile import template_vlrs
+    from tiles.lasfile import RawLasWriter, merge_laz, template_vlrs
+
+    from ..validate import check_las
 
     name, parts, out = item["name"], item["parts"], item["output"]
     grid = _grid(item["settings"])
@@ -159,51 +162,54 @@ def assemble_sheet(item: dict) -> dict:
     for p in parts:
         with laspy.open(p) as r:
             headers.append(r.header)
-    header = headers[0] if all(_same_format(headers[0], h) for h in headers) else _unified_header(headers)
+    same = all(_same_format(headers[0], h) for h in headers)
     provs = [read_provenance(p) or {} for p in parts]
     prov = {"sheet": name, "grid": item["settings"], "source_kind": item["source"],
             "inputs": [pv.get("source_file") for pv in provs],
             "vertical_datum": sorted({str(pv.get("vertical_datum")) for pv in provs}),
             "geoid_model": sorted({str(pv.get("geoid_model")) for pv in provs}),
             "horizontal_crs_epsg": provs[0].get("horizontal_crs_epsg")}
-    if header is headers[0]:
-        header = _unified_header([header])  # a fresh header: no inherited provenance of a single input
+    header = _unified_header(headers)
     add_provenance(header, prov)
-    stats = _Stats(header, bounds)
-
-    def chunks():
-        for p, h in zip(parts, headers):
-            with laspy.open(p) as r:
-                for rec in r.chunk_iterator(1_000_000):
-                    yield rec if _same_format(h, header) else _convert(rec, header)
-
+    occupied = None
+    for p in parts:
+        occ = np.load(p[:-4] + ".occ.npy")
+        occupied = occ if occupied is None else occupied | occ
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    if item["format"] == "laz":
-        w = LasWriter(out, header, compress=True)
+
+    def records():
+        for p, h in zip(parts, headers):
+            with laspy.open(p, laz_backend=LAZ_BACKEND) as r:
+                for rec in r.chunk_iterator(1_000_000):
+                    yield rec if same else _convert(rec, header)
+
+    if item["format"] == "laz" and same:
+        merge_laz(out, parts, header, item["source"])
+    elif item["format"] == "laz":
+        w = RawLasWriter(out, header, True, item["source"])
         try:
-            for rec in chunks():
-                stats.add(rec)
+            for rec in records():
                 w.write_points(rec)
         except BaseException:
             w.abort()
             raise
         w.close()
     else:
-        recs = [rec for rec in chunks()]
-        for rec in recs:
-            stats.add(rec)
-        allrec = laspy.PackedPointRecord(np.concatenate([r.array for r in recs]), header.point_format)
-        zmin, zmax = stats.lo[2], stats.hi[2]
+        allrec = laspy.PackedPointRecord(np.concatenate([r.array for r in records()]), header.point_format)
+        z = allrec["Z"] * header.scales[2] + header.offsets[2]
+        zmin, zmax = float(z.min()), float(z.max())
         edge = max(bounds[2] - bounds[0], bounds[3] - bounds[1], zmax - zmin + 0.002)
         write_copc(out, allrec, scales=header.scales, offsets=header.offsets, vlrs=template_vlrs(header),
                    global_encoding=int(header.global_encoding.value if hasattr(header.global_encoding, "value")
                                        else header.global_encoding), system_identifier=item["source"],
                    cube=(bounds[0], bounds[1], zmin - 0.001, edge))
+    facts = check_las(out)
+    n = facts.point_count
     area = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
-    occupied = float(stats.cells.sum()) * OCCUPANCY_CELL ** 2
-    return {"code": name, "point_count": stats.n, "bounds": stats.bounds, "output": out,
-            "output_sha256": file_sha256(out), "density": round(stats.n / area, 4),
-            "density_covered": round(stats.n / occupied, 4) if occupied else 0.0,
+    covered = float(np.unpackbits(occupied).sum()) * OCCUPANCY_CELL ** 2
+    return {"code": name, "point_count": n, "bounds": [round(float(v), 3) for v in (*facts.mins, *facts.maxs)],
+            "output": out, "output_sha256": file_sha256(out), "density": round(n / area, 4),
+            "density_covered": round(n / covered, 4) if covered else 0.0,
             "inputs": sorted({os.path.basename(str(i)) for i in prov["inputs"]})}
 
 
@@ -284,7 +290,10 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
     if workers is None:  # one process per input, up to the machine's cores
         workers = max(1, min(os.cpu_count() or 1, len(inputs)))
 
+    t0 = time.perf_counter()
+    timings = {}
     with Manifest(out_dir) as man, man.run("tile") as run, session(workers, scheduler) as sess:
+        timings["start_workers_s"] = time.perf_counter() - t0
         todo, dirty, seen_keys, changed = [], set(), {}, {}
         known = {r["sha256"]: r["path"] for r in man.inputs(source) if r["status"] == "accepted"}
         for p in inputs:
@@ -305,12 +314,16 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
                 changed[p] = old
                 for sheet in old["sheets"]:
                     dirty.add(sheet)
-                    stale = os.path.join(parts_root, sheet, old["sha256"][:16] + ".las")
-                    if os.path.exists(stale):
-                        os.remove(stale)
+                    for ext in (PART_EXT[fmt], ".occ.npy"):
+                        stale = os.path.join(parts_root, sheet, old["sha256"][:16] + ext)
+                        if os.path.exists(stale):
+                            os.remove(stale)
             todo.append({"path": p, "source": source, "opts": opts, "settings": settings, "key": sha[:16],
                          "parts_dir": parts_root, "sha": sha, "size": size, "mtime": mtime})
+        timings["hash_inputs_s"] = time.perf_counter() - t0 - timings["start_workers_s"]
+        t1 = time.perf_counter()
         done = sess.map(_task_partition, todo, desc=f"partition {source}", quiet=quiet)
+        timings["partition_s"] = time.perf_counter() - t1
         for item, r in zip(todo, done):
             results.append(r)
             accepted = r["status"] == "accepted"
@@ -319,10 +332,12 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
             dirty.update(r.get("sheets", {}) if accepted else {})
         jobs = []
         for name in sorted(dirty):
-            parts = sorted(glob.glob(os.path.join(parts_root, name, "*.las")))
+            parts = sorted(glob.glob(os.path.join(parts_root, name, "*" + PART_EXT[fmt])))
             jobs.append({"name": name, "parts": parts, "source": source, "settings": settings, "format": fmt,
                          "output": os.path.join(out_dir, source, name + EXT[fmt])})
+        t1 = time.perf_counter()
         built = sess.map(assemble_sheet, jobs, desc=f"sheets {source}", quiet=quiet)
+        timings["assemble_s"] = time.perf_counter() - t1
         for b in built:
             if b["point_count"]:
                 man.put_sheet(b["code"], source, b["point_count"], b, b["inputs"], b["output"], b["output_sha256"],
@@ -353,6 +368,7 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
             "sheets_removed": [b["code"] for b in built if not b["point_count"]],
             "sheet_points": {b["code"]: b["point_count"] for b in built},
             "all_sheets": len(sheets), "all_points": total_sheets,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
             "results": results,
         }
         assert summary["points_in"] == summary["points_out"] + sum(summary["points_filtered"].values())
