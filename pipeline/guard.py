@@ -5,6 +5,7 @@ file instead of the run. Children come from a forkserver, so each costs a fork, 
 reader threads (lazrs) are inherited."""
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import resource
@@ -13,6 +14,7 @@ import traceback
 from .validate import InputError
 
 _CTX = None
+_WARNED = False
 
 
 def _context():
@@ -46,6 +48,14 @@ def run_capped(fn, *args, seconds: float = 900, memory_gb: float | None = 8, lab
     """fn(*args, **kwargs) in a child; returns its result. InputError (and CapExceeded) come back as such;
     any other exception becomes RuntimeError with the child's traceback."""
     if os.environ.get("PCPIPE_NO_GUARD") == "1":  # debugging: run in-process
+        return fn(*args, **kwargs)
+    if mp.current_process().daemon:
+        # A daemonic Dask worker may not have children: the work still runs, without caps. Start workers with
+        # DASK_DISTRIBUTED__WORKER__DAEMON=False to keep them.
+        global _WARNED
+        if not _WARNED:
+            logging.getLogger("pcpipe").warning("daemonic worker: file reads run without time/memory caps")
+            _WARNED = True
         return fn(*args, **kwargs)
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)

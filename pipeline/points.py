@@ -67,8 +67,3 @@ class PointCloud:
     def chunks(self, size: int):
         for start in range(0, max(len(self), 1), size):
             yield self.take(slice(start, start + size))
-
-    @property
-    def extra_names(self) -> list[str]:
-        from .io.las import STANDARD_DIMS
-        return [k for k in self.columns if k not in STANDARD_DIMS]

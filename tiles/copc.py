@@ -64,9 +64,8 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
     scales, offsets = np.asarray(scales, float), np.asarray(offsets, float)
     if not np.allclose(scales, scales[0]):
         raise ValueError("COPC cubes need the same scale on x, y and z")
-    X, Y, Z = (records[k].astype(np.int64) for k in ("X", "Y", "Z"))
-    ilo = np.array([a.min() for a in (X, Y, Z)]) if n else np.zeros(3, np.int64)
-    ihi = np.array([a.max() for a in (X, Y, Z)]) if n else np.zeros(3, np.int64)
+    ilo = np.array([records[k].min() for k in "XYZ"], np.int64) if n else np.zeros(3, np.int64)
+    ihi = np.array([records[k].max() for k in "XYZ"], np.int64) if n else np.zeros(3, np.int64)
     mins, maxs = ilo * scales + offsets, ihi * scales + offsets
     if cube is None:
         cube = (*mins, float((ihi - ilo).max() + 1) * scales[0])
@@ -75,13 +74,18 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
     k = int(np.ceil(np.log2(span)))
     if n and (np.any(ilo < cmin) or np.any(ihi >= cmin + (1 << k))):
         raise ValueError("points fall outside the COPC cube")
-    level, node = octree(X - cmin[0], Y - cmin[1], Z - cmin[2], k)
-    order = np.argsort((level.astype(np.int64) << 3 * MAX_DEPTH) | node, kind="stable")
-    recs = records[order]
-    lv, nd = level[order], node[order]
-    starts = np.flatnonzero(np.r_[True, (lv[1:] != lv[:-1]) | (nd[1:] != nd[:-1])]) if n else np.array([], int)
+    rel = [records[c].astype(np.int64) - cmin[i] for i, c in enumerate("XYZ")]
+    level, node = octree(*rel, k)
+    del rel
+    node |= level.astype(np.int64) << 3 * MAX_DEPTH  # one sort key: level, then node
+    order = np.argsort(node, kind="stable")
+    node = node[order]
+    starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]]) if n else np.array([], int)
     ends = np.r_[starts[1:], n] if n else starts
-    node_keys = [(int(lv[s]), *_node_xyz(int(lv[s]), int(nd[s]))) for s in starts]
+    low = (1 << 3 * MAX_DEPTH) - 1
+    node_keys = [(int(node[i] >> 3 * MAX_DEPTH), *_node_xyz(int(node[i] >> 3 * MAX_DEPTH), int(node[i] & low)))
+                 for i in starts]
+    del node
     edge = (1 << k) * scales[0]
     cmin = cmin * scales + offsets
 
@@ -92,15 +96,14 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
     vlr_blob = b"".join(vlr_bytes(u, r, d, desc) for u, r, d, desc in all_vlrs)
     offset_to_points = HEADER_SIZE + len(vlr_blob)
     tmp = path + ".part"
-    gps = recs["gps_time"] if n and "gps_time" in recs.dtype.names else np.zeros(1)
-    rn = recs["bit_fields"] & 0x0F if n else np.zeros(0, np.uint8)
+    gps = records["gps_time"] if n and "gps_time" in records.dtype.names else np.zeros(1)
+    rn = records["bit_fields"] & 0x0F if n else np.zeros(0, np.uint8)
     with open(tmp, "w+b") as f:
         f.write(b"\0" * HEADER_SIZE + vlr_blob)
         comp = lazrs.LasZipCompressor(f, laz_vlr)
         comp.reserve_offset_to_chunk_table()
-        raw = recs.view(np.uint8).reshape(-1) if n else np.zeros(0, np.uint8)
         for i, (s, e) in enumerate(zip(starts, ends)):
-            comp.compress_many(raw[s * record_length: e * record_length].tobytes())
+            comp.compress_many(records[order[s:e]].tobytes())  # gathered per node: no sorted copy of all
             if i < len(starts) - 1:
                 comp.finish_current_chunk()
         comp.done()

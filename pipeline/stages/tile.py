@@ -17,6 +17,7 @@ import time
 
 import laspy
 import numpy as np
+from pyproj import CRS
 
 from .. import crs as crsmod
 from ..config import load_config, profile
@@ -195,7 +196,11 @@ def assemble_sheet(item: dict) -> dict:
             raise
         w.close()
     else:
-        allrec = laspy.PackedPointRecord(np.concatenate([r.array for r in records()]), header.point_format)
+        arr, at = np.empty(sum(h.point_count for h in headers), header.point_format.dtype()), 0
+        for rec in records():
+            arr[at:at + len(rec)] = rec.array
+            at += len(rec)
+        allrec = laspy.PackedPointRecord(arr, header.point_format)
         z = allrec["Z"] * header.scales[2] + header.offsets[2]
         zmin, zmax = float(z.min()), float(z.max())
         edge = max(bounds[2] - bounds[0], bounds[3] - bounds[1], zmax - zmin + 0.002)
@@ -294,7 +299,7 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
     timings = {}
     with Manifest(out_dir) as man, man.run("tile") as run, session(workers, scheduler) as sess:
         timings["start_workers_s"] = time.perf_counter() - t0
-        todo, dirty, seen_keys, changed = [], set(), {}, {}
+        todo, dirty, seen_keys = [], set(), {}
         known = {r["sha256"]: r["path"] for r in man.inputs(source) if r["status"] == "accepted"}
         for p in inputs:
             sha, size, mtime = man.content_hash(p, source)
@@ -311,7 +316,6 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
                 continue
             seen_keys[sha] = p
             if old:  # changed content: its old parts go, and the sheets they fed are rebuilt
-                changed[p] = old
                 for sheet in old["sheets"]:
                     dirty.add(sheet)
                     for ext in (PART_EXT[fmt], ".occ.npy"):
@@ -409,6 +413,5 @@ def sheet_with_buffer(run_dir: str, source: str, code: str, margin: float):
     if not parts:
         raise FileNotFoundError(f"no sheet {code} (or neighbours) under {run_dir}/{source}")
     cols = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
-    return PointCloud(cols, crs=crsmod.make_target(settings["target_crs"] if isinstance(settings["target_crs"], int)
-                                                   else None).output_crs, height="orthometric",
+    return PointCloud(cols, crs=CRS.from_user_input(settings["target_crs"]), height="orthometric",
                       meta={"sheet": code, "margin": margin})
