@@ -85,3 +85,19 @@ def run_capped(fn, *args, seconds: float = 900, memory_gb: float | None = 8, lab
         err.args = (message,)  # message already names the file
         raise err
     raise RuntimeError(value)
+
+
+def capped_or_quarantined(fn, item: dict, *args) -> dict:
+    """run_capped(fn, *args) with the file's limits from item['opts']['config']; a failure becomes a
+    quarantine record naming the file instead of an exception, so one bad input never stops a run."""
+    lim = item["opts"]["config"]["limits"]
+    path = item["path"]
+    try:
+        return run_capped(fn, *args, seconds=lim["seconds_per_file"], memory_gb=lim["memory_per_file_gb"],
+                          label=path)
+    except InputError as e:
+        return {"input": path, "status": "quarantined", "code": e.code, "reason": str(e)}
+    except Exception as e:  # noqa: BLE001 - an unexpected failure quarantines this file, and says so plainly
+        return {"input": path, "status": "quarantined", "code": "internal-error",
+                "reason": f"{os.path.basename(path)}: unexpected failure: {str(e).splitlines()[0]}",
+                "detail": str(e)}

@@ -119,35 +119,14 @@ def check_las(path) -> LasHeaderFacts:
             err("bad-vlr-count", f"header claims {n_vlrs:,} VLRs, but only {room:,} bytes lie between the header "
                                  f"and the point data (room for at most {room // VLR_HEADER:,})")
         else:
-            pos = header_size
-            for i in range(n_vlrs):
-                f.seek(pos)
-                vh = f.read(VLR_HEADER)
-                user = _cstr(vh[2:18])
-                rid, length = struct.unpack_from("<HH", vh, 18)
-                if pos + VLR_HEADER + length > offset_points:
-                    err("bad-vlr", f"VLR {i + 1} of {n_vlrs} runs past the start of the point data at byte "
-                                   f"{offset_points}: the VLR count does not match the data offset")
-                    break
-                facts.vlrs.append((user, rid, pos + VLR_HEADER, length, False))
-                pos += VLR_HEADER + length
+            _walk_records(f, facts, header_size, n_vlrs, offset_points, False, err)
         if n_evlrs:
             if evlr_start < offset_points or evlr_start > size:
                 err("bad-evlr", f"EVLR start {evlr_start} lies outside the file ({size} bytes)")
             elif n_evlrs * EVLR_HEADER > size - evlr_start:
                 err("bad-evlr-count", f"header claims {n_evlrs:,} EVLRs but only {size - evlr_start:,} bytes follow")
             else:
-                pos = evlr_start
-                for i in range(n_evlrs):
-                    f.seek(pos)
-                    vh = f.read(EVLR_HEADER)
-                    user = _cstr(vh[2:18])
-                    rid, length = struct.unpack_from("<HQ", vh, 18)
-                    if pos + EVLR_HEADER + length > size:
-                        err("bad-evlr", f"EVLR {i + 1} ({user!r} {rid}) runs past the end of the file")
-                        break
-                    facts.vlrs.append((user, rid, pos + EVLR_HEADER, length, True))
-                    pos += EVLR_HEADER + length
+                _walk_records(f, facts, evlr_start, n_evlrs, size, True, err)
 
         if any(s == 0 or not math.isfinite(s) for s in scales):
             err("zero-scale", f"scale factors {scales} include zero or a non-finite value")
@@ -168,6 +147,22 @@ def check_las(path) -> LasHeaderFacts:
                       or nx > mx or ny > my or nz > mz):
             warn("absurd-bounds", f"header bounds are implausible: min {facts.mins}, max {facts.maxs}")
     return facts
+
+
+def _walk_records(f, facts: LasHeaderFacts, pos: int, count: int, limit: int, extended: bool, err) -> None:
+    """Follow a chain of `count` VLRs (or EVLRs) from `pos`; each must end before `limit`."""
+    size, fmt, kind = (EVLR_HEADER, "<HQ", "EVLR") if extended else (VLR_HEADER, "<HH", "VLR")
+    for i in range(count):
+        f.seek(pos)
+        vh = f.read(size)
+        rid, length = struct.unpack_from(fmt, vh, 18)
+        if pos + size + length > limit:
+            where = "the end of the file" if extended else f"the start of the point data at byte {limit}: the " \
+                                                           f"VLR count does not match the data offset"
+            err(f"bad-{kind.lower()}", f"{kind} {i + 1} of {count} runs past {where}")
+            return
+        facts.vlrs.append((_cstr(vh[2:18]), rid, pos + size, length, extended))
+        pos += size + length
 
 
 def _check_laz(facts: LasHeaderFacts, f, size: int, err) -> None:

@@ -17,40 +17,60 @@ from .lasfile import HEADER_SIZE, evlr_bytes, public_header, returns_histogram, 
 GRID_BITS = 7  # 128 voxels along a node's edge: one point per voxel is kept at each level
 GRID = 1 << GRID_BITS
 MAX_LEAF = 100_000  # a node holding no more than this many remaining points keeps them all
-MAX_DEPTH = 13  # 3 x (13 + 7) bits of voxel key fit an int64
+MAX_DEPTH = 13  # 3 x (13 + 7) bits of Morton code fit 64 bits
+
+
+def _spread(v: np.ndarray) -> np.ndarray:
+    """Put two zero bits after each of the low 21 bits of v (Morton interleaving)."""
+    v = v.astype(np.uint64) & np.uint64(0x1FFFFF)
+    for shift, mask in ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
+                        (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249)):
+        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+    return v
+
+
+def _compact(code: int, lvl: int) -> tuple[int, int, int]:
+    """x, y, z of a node from its Morton prefix of 3 x lvl bits."""
+    x = y = z = 0
+    for b in range(lvl):
+        x |= ((code >> (3 * b + 2)) & 1) << b
+        y |= ((code >> (3 * b + 1)) & 1) << b
+        z |= ((code >> (3 * b)) & 1) << b
+    return x, y, z
 
 
 def octree(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, k: int):
-    """Level and node key of every point. ix, iy, iz: non-negative integer coordinates (scaled units) relative
-    to the cube's minimum corner, whose edge is 2**k units, so that node and voxel indices are bit shifts.
-    Deterministic: within a voxel the earliest point is kept at the coarser level."""
-    n = len(ix)
+    """Assign every point a level and node. ix, iy, iz: non-negative integer coordinates relative to the cube's
+    minimum corner, whose edge is 2**k units. Points are sorted once along a Morton curve; then a node at level L
+    and a voxel inside it are prefixes of the Morton code, so each level is a linear pass over the points still
+    unplaced: a node with at most MAX_LEAF of them keeps them all, otherwise the first point of each of its
+    GRID^3 voxels stays and the rest go a level down.
+    Returns (order, level, node): order sorts the points by Morton code; level and node (its Morton prefix)
+    are given in that order."""
+    if k > GRID_BITS + MAX_DEPTH:  # finer bits cannot change any node or voxel: drop them
+        drop = k - (GRID_BITS + MAX_DEPTH)
+        ix, iy, iz, k = ix >> drop, iy >> drop, iz >> drop, k - drop
+    code = (_spread(ix) << np.uint64(2)) | (_spread(iy) << np.uint64(1)) | _spread(iz)
+    order = np.argsort(code, kind="stable")
+    code = code[order]
+    n = len(code)
     level = np.full(n, -1, np.int8)
-    node = np.zeros(n, np.int64)
+    node = np.zeros(n, np.uint64)
     rem = np.arange(n)
     for lvl in range(MAX_DEPTH + 1):
         if rem.size == 0:
             break
-        sh = max(k - lvl, 0)
-        x, y, z = ix[rem], iy[rem], iz[rem]
-        nid = ((x >> sh) << (2 * lvl)) | ((y >> sh) << lvl) | (z >> sh)
-        _, inv, counts = np.unique(nid, return_inverse=True, return_counts=True)
-        take = (counts[inv] <= MAX_LEAF) | (lvl == MAX_DEPTH)
-        busy = np.flatnonzero(~take)
-        if busy.size:
-            vsh, vb = max(sh - GRID_BITS, 0), lvl + GRID_BITS
-            vid = ((x[busy] >> vsh) << (2 * vb)) | ((y[busy] >> vsh) << vb) | (z[busy] >> vsh)
-            _, first = np.unique(vid, return_index=True)
-            take[busy[first]] = True
+        c = code[rem]
+        nid = c >> np.uint64(3 * max(k - lvl, 0))
+        starts = np.flatnonzero(np.r_[True, nid[1:] != nid[:-1]])
+        counts = np.diff(np.r_[starts, len(nid)])
+        take = np.repeat(counts <= MAX_LEAF, counts) | (lvl == MAX_DEPTH)
+        vid = c >> np.uint64(3 * max(k - lvl - GRID_BITS, 0))
+        take |= np.r_[True, vid[1:] != vid[:-1]]  # first point of each voxel
         level[rem[take]] = lvl
         node[rem[take]] = nid[take]
         rem = rem[~take]
-    return level, node
-
-
-def _node_xyz(lvl: int, nid: int) -> tuple[int, int, int]:
-    mask = (1 << lvl) - 1
-    return (nid >> (2 * lvl)) & mask, (nid >> lvl) & mask, nid & mask
+    return order, level, node
 
 
 def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encoding: int,
@@ -74,17 +94,14 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
     k = int(np.ceil(np.log2(span)))
     if n and (np.any(ilo < cmin) or np.any(ihi >= cmin + (1 << k))):
         raise ValueError("points fall outside the COPC cube")
-    rel = [records[c].astype(np.int64) - cmin[i] for i, c in enumerate("XYZ")]
-    level, node = octree(*rel, k)
-    del rel
-    node |= level.astype(np.int64) << 3 * MAX_DEPTH  # one sort key: level, then node
-    order = np.argsort(node, kind="stable")
-    node = node[order]
-    starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]]) if n else np.array([], int)
+    morton, level, node = octree(*(records[c].astype(np.int64) - cmin[i] for i, c in enumerate("XYZ")), k)
+    by_level = np.argsort(level, kind="stable")  # within a level, Morton order keeps each node contiguous
+    order, level, node = morton[by_level], level[by_level], node[by_level]
+    del morton, by_level
+    starts = np.flatnonzero(np.r_[True, (level[1:] != level[:-1]) | (node[1:] != node[:-1])]) if n \
+        else np.array([], int)
     ends = np.r_[starts[1:], n] if n else starts
-    low = (1 << 3 * MAX_DEPTH) - 1
-    node_keys = [(int(node[i] >> 3 * MAX_DEPTH), *_node_xyz(int(node[i] >> 3 * MAX_DEPTH), int(node[i] & low)))
-                 for i in starts]
+    node_keys = [(int(level[i]), *_compact(int(node[i]), int(level[i]))) for i in starts]
     del node
     edge = (1 << k) * scales[0]
     cmin = cmin * scales + offsets

@@ -14,7 +14,7 @@ from pyproj import CRS
 
 from .. import crs as crsmod
 from ..config import load_config, profile
-from ..guard import run_capped
+from ..guard import capped_or_quarantined
 from ..io import expand_inputs, open_input
 from ..io.las import LasWriter
 from ..runner import map_tasks
@@ -173,16 +173,7 @@ def _output_name(path: str, used: set) -> str:
 
 
 def _task(item: dict) -> dict:
-    lim = item["opts"]["config"]["limits"]
-    try:
-        return run_capped(ingest_file, item["path"], item["out"], item["source"], item["opts"],
-                          seconds=lim["seconds_per_file"], memory_gb=lim["memory_per_file_gb"], label=item["path"])
-    except InputError as e:
-        return {"input": item["path"], "status": "quarantined", "code": e.code, "reason": str(e)}
-    except Exception as e:  # noqa: BLE001 - an unexpected failure quarantines this file, and says so plainly
-        return {"input": item["path"], "status": "quarantined", "code": "internal-error",
-                "reason": f"{os.path.basename(item['path'])}: unexpected failure: {str(e).splitlines()[0]}",
-                "detail": str(e)}
+    return capped_or_quarantined(ingest_file, item, item["path"], item["out"], item["source"], item["opts"])
 
 
 def ingest(paths, out_dir, source: str, *, crs=None, assume_crs=None, target_crs=None, gcp=None, geoid=None,

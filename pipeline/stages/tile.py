@@ -21,7 +21,7 @@ from pyproj import CRS
 
 from .. import crs as crsmod
 from ..config import load_config, profile
-from ..guard import run_capped
+from ..guard import capped_or_quarantined
 from ..io import expand_inputs
 from ..io.las import LAZ_BACKEND, LasWriter, add_provenance, read_provenance
 from ..manifest import Manifest, file_sha256
@@ -220,15 +220,7 @@ def assemble_sheet(item: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------- the stage
 def _task_partition(item: dict) -> dict:
-    lim = item["opts"]["config"]["limits"]
-    try:
-        return run_capped(partition_file, item, seconds=lim["seconds_per_file"],
-                          memory_gb=lim["memory_per_file_gb"], label=item["path"])
-    except InputError as e:
-        return {"input": item["path"], "status": "quarantined", "code": e.code, "reason": str(e)}
-    except Exception as e:  # noqa: BLE001
-        return {"input": item["path"], "status": "quarantined", "code": "internal-error",
-                "reason": f"{os.path.basename(item['path'])}: unexpected failure: {str(e).splitlines()[0]}"}
+    return capped_or_quarantined(partition_file, item, item)
 
 
 def _check_settings(run_dir: str, settings: dict) -> None:
