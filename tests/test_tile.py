@@ -159,7 +159,19 @@ def test_real_airborne_needs_grid_outside_zone(data_dir, tmp_path):
         tile([str(data_dir / "airborne/Topography.laz")], tmp_path, "als", target_crs=2949, quiet=True)
     s = tile([str(data_dir / "airborne/Topography.laz")], tmp_path / "g", "als", target_crs=2949, grid_size=100,
              workers=1, quiet=True)
-    assert s["all_points"] == 73403
+    assert s["all_points"] == s["points_in"] == 73403
+    src = laspy.read(data_dir / "airborne/Topography.laz")
+    total = 0
+    for code in s["sheets_built"]:
+        e, n = (float(v) for v in code.split("_"))
+        las = laspy.read(tmp_path / "g" / "als" / f"{code}.copc.laz")
+        assert np.all((las.x >= e) & (las.x < e + 100) & (las.y >= n) & (las.y < n + 100))
+        total += len(las)
+    assert total == 73403
+    # same CRS in and out: coordinates unchanged to the millimetre, classes kept
+    out = np.sort(np.concatenate([np.asarray(laspy.read(tmp_path / "g" / "als" / f"{c}.copc.laz").z)
+                                  for c in s["sheets_built"]]))
+    assert np.max(np.abs(out - np.sort(np.asarray(src.z)))) <= 0.0005 + 1e-9
 
 
 def test_sheet_with_buffer(demo_survey, tmp_path):
