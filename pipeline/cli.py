@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import SOURCES
@@ -75,6 +76,26 @@ def cmd_tile(a) -> int:
     return 2 if s["quarantined"] else 0
 
 
+def cmd_ground(a) -> int:
+    from .stages.terrain import ground_file
+
+    d = ground_file(a.input, a.output, keep_existing=a.keep_existing)
+    print(f"ground: {d['ground']:,} of {d['points']:,} points are ground (class 2), {d.get('low_noise', 0):,} low "
+          f"noise (class 7) -> {a.output}")
+    return 0
+
+
+def cmd_terrain(a) -> int:
+    from .stages.terrain import terrain
+
+    s = terrain(a.paths, a.out, a.source, resolution=a.resolution, keep_existing=a.keep_existing,
+                grid_size=a.grid_size, crs=a.crs, assume_crs=a.assume_crs, target_crs=a.target_crs,
+                config_path=a.config, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet)
+    print(f"terrain {a.source}: {len(s['sheets'])} sheets at {a.resolution} m -> "
+          f"{os.path.dirname(s['files']['dtm'])}/ ({', '.join(os.path.basename(v) for v in s['files'].values())})")
+    return 0
+
+
 def cmd_sheet(a) -> int:
     from tiles.mapsheet import sheet_bounds, sheet_code
 
@@ -142,6 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="address of an existing Dask scheduler (or DASK_SCHEDULER_ADDRESS)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_tile)
+
+    s = sub.add_parser("ground", help="classify ground (SMRF): class 2 ground, 1 other, 7 low noise")
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--keep-existing", action="store_true", help="keep a ground class the file already has")
+    s.set_defaults(func=cmd_ground)
+
+    s = sub.add_parser("terrain", help="DTM, DSM, canopy height, slope, aspect, hillshade as COGs")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--out", required=True, help="run directory (sheets are tiled there first)")
+    s.add_argument("--source", default="als", choices=SOURCES)
+    s.add_argument("--resolution", type=float, default=0.5)
+    s.add_argument("--keep-existing", action="store_true", help="use the inputs' own ground class where present")
+    s.add_argument("--grid-size", type=float)
+    s.add_argument("--crs")
+    s.add_argument("--assume-crs")
+    s.add_argument("--target-crs")
+    s.add_argument("--config")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--scheduler")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_terrain)
 
     s = sub.add_parser("sheet", help="国土基本図図郭: code of a point (E N), or bounds of a code")
     s.add_argument("args", nargs="+", metavar="E N | CODE")

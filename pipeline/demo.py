@@ -13,8 +13,8 @@ from pyproj import CRS, Transformer
 
 SEED = 20261126
 # South of the prefectural office (E -10674, N -113495): the hills of Nihondaira, in EPSG:6676.
-ALS_ORIGIN = (-9000.0, -117000.0)
-ALS_SIZE = (400.0, 300.0)
+ALS_ORIGIN = (-8920.0, -116990.0)  # clear of sheet rows: only the E -8800 sheet edge is crossed
+ALS_SIZE = (240.0, 200.0)
 # A road corridor near the office, heading east.
 MMS_ORIGIN = (-10700.0, -113520.0)
 # Off Heda on the west coast of Izu (UTM 54N).
@@ -38,7 +38,7 @@ def _geotiff_keys(keys: list[tuple[int, int]]) -> bytes:
     return struct.pack(f"<{len(flat)}H", *flat)
 
 
-def make_als(path, density=2.0, rng=None):
+def make_als(path, density=16.0, rng=None):
     """LAZ 1.2 PDRF 1, GeoTIFF keys EPSG:6676 + JGD2011 height, ground (2) and trees (5)."""
     rng = rng or np.random.default_rng(SEED)
     n = int(ALS_SIZE[0] * ALS_SIZE[1] * density)
@@ -46,10 +46,10 @@ def make_als(path, density=2.0, rng=None):
     nn = ALS_ORIGIN[1] + rng.uniform(0, ALS_SIZE[1], n)
     z = terrain_height(e, nn) + rng.normal(0, 0.03, n)
     cls = np.full(n, 2, np.uint8)
-    # Trees: 300 crowns; points inside a crown are vegetation at some height under the crown top.
-    cx = ALS_ORIGIN[0] + rng.uniform(0, ALS_SIZE[0], 300)
-    cy = ALS_ORIGIN[1] + rng.uniform(0, ALS_SIZE[1], 300)
-    ch = rng.uniform(6, 20, 300)
+    # Trees: 150 crowns; points inside a crown are vegetation at some height under the crown top.
+    cx = ALS_ORIGIN[0] + rng.uniform(0, ALS_SIZE[0], 150)
+    cy = ALS_ORIGIN[1] + rng.uniform(0, ALS_SIZE[1], 150)
+    ch = rng.uniform(6, 20, 150)
     from scipy.spatial import cKDTree
 
     d, i = cKDTree(np.column_stack([cx, cy])).query(np.column_stack([e, nn]))

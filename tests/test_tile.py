@@ -46,7 +46,7 @@ def test_demo_als_tiles_to_copc(demo_survey, tmp_path):
     s = tile([f["als"]], tmp_path, "als", workers=1, quiet=True)
     n = demo_survey["counts"]["als"]
     assert s["points_in"] == s["points_out"] == s["all_points"] == n
-    # the demo tile spans E -9000..-8600: the sheet edge at E -8800 splits it in two sheets
+    # the demo tile spans E -8920..-8680: the sheet edge at E -8800 splits it in two sheets
     assert sorted(s["sheets_built"]) == ["08ND8797", "08ND8798"]
     idx = check_sheets(tmp_path, "als", n)
     assert idx["crs"]["properties"]["name"].endswith("EPSG::6676")

@@ -1,0 +1,151 @@
+"""Terrain stage: ground classification and terrain products per sheet, each computed on the sheet's points plus
+a margin from its neighbours (so that ground filtering, hole filling and slope see across sheet edges), cropped
+to the sheet, then mosaicked into Cloud Optimized GeoTIFFs."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..layers.ground import SMRF, reclassify
+from ..layers.terrain import NODATA, PRODUCTS, Grid, TerrainParams, terrain_products
+from ..manifest import Manifest
+from ..runner import session
+from .tile import sheet_with_buffer, tile
+
+DTYPES = {"dtm_filled": "uint8", "hillshade": "uint8"}
+
+
+def write_cog(path: str, array: np.ndarray, grid: Grid, crs, tags: dict, nodata=NODATA) -> None:
+    """Cloud Optimized GeoTIFF: 256 px tiles, DEFLATE, overviews, nodata; written aside and renamed."""
+    import rasterio
+
+    dtype = DTYPES.get(os.path.basename(path).split(".")[0], "float32")
+    arr = np.where(np.isnan(array), nodata, array) if dtype == "float32" else np.nan_to_num(array)
+    opts = {"BLOCKSIZE": 256, "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "AVERAGE" if dtype == "float32"
+            else "NEAREST"}
+    if dtype == "float32":
+        opts["PREDICTOR"] = 3
+    tmp = path + ".part.tif"
+    with rasterio.open(tmp, "w", driver="COG", width=grid.cols, height=grid.rows, count=1, dtype=dtype, crs=crs,
+                       transform=grid.transform, nodata=nodata if dtype == "float32" else None, **opts) as dst:
+        dst.write(arr.astype(dtype), 1)
+        dst.update_tags(**{k: str(v) for k, v in tags.items()})
+    os.replace(tmp, path)
+
+
+def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF()) -> dict:
+    """`pcpipe ground`: the input with class 2 on ground, 1 elsewhere (other classes kept), 7 on low noise, in its
+    own CRS. SMRF's metric parameters are converted when the CRS is in feet."""
+    from ..io import open_input
+    from ..io.las import LasWriter
+    from ..points import PointCloud
+
+    opened = open_input(src)
+    errors = [f for f in opened.findings if f.level == "error"]
+    if errors:
+        raise ValueError(f"{src}: {errors[0].message}")
+    chunks = list(opened.chunks(5_000_000))
+    cloud = PointCloud({k: np.concatenate([c.columns[k] for c in chunks]) for k in chunks[0].columns},
+                       crs=opened.crs, meta=dict(opened.meta))
+    unit = 1.0
+    if opened.crs is not None and opened.crs.axis_info:
+        unit = opened.crs.axis_info[0].unit_conversion_factor if not opened.crs.is_geographic else 1.0
+    if unit != 1.0:
+        p = SMRF(cell=p.cell / unit if p.cell else None, slope=p.slope, window=p.window / unit,
+                 threshold=p.threshold / unit, scalar=p.scalar, low_noise=p.low_noise / unit)
+    out, diag = reclassify(cloud, p, keep_existing)
+    w = LasWriter.for_cloud(dst, out, {"source_file": os.path.basename(src), "ground_filter": diag})
+    w.write(out)
+    w.close()
+    return diag
+
+
+def sheet_task(item: dict) -> dict:
+    """Ground + terrain for one sheet; arrays saved to a .npz for the mosaic."""
+    p = TerrainParams(**item["terrain"])
+    g = SMRF(**item["smrf"])
+    cloud = sheet_with_buffer(item["run_dir"], item["source"], item["code"], item["margin"])
+    cloud, diag = reclassify(cloud, g, keep_existing=item["keep_existing"])
+    w, s, e, n = item["bounds"]
+    m = item["margin"]
+    big = Grid.covering((w - m, s - m, e + m, n + m), p.resolution)
+    prods = terrain_products(cloud.x, cloud.y, cloud.z, cloud.columns["classification"], big, p)
+    r0, c0 = int(round((big.north - n) / p.resolution)), int(round((w - big.west) / p.resolution))
+    rows, cols = int(round((n - s) / p.resolution)), int(round((e - w) / p.resolution))
+    out = {k: v[r0:r0 + rows, c0:c0 + cols] for k, v in prods.items()}
+    path = item["npz"]
+    with open(path + ".part", "wb") as f:
+        np.savez_compressed(f, **out)
+    os.replace(path + ".part", path)
+    inside = cloud.columns["in_sheet"]
+    cls = cloud.columns["classification"][inside]
+    return {"code": item["code"], "points": int(inside.sum()), "ground": int((cls == 2).sum()),
+            "low_noise": int((cls == 7).sum()), "filled_cells": int(out["dtm_filled"].sum()),
+            "cells": int(rows * cols), "ground_filter": {k: v for k, v in diag.items() if k != "params"}}
+
+
+def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, keep_existing: bool = False,
+            smrf: SMRF = SMRF(), workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
+    """Tile the inputs into out_dir (incremental, see stages.tile), then ground + terrain per sheet, then COGs
+    under out_dir/terrain/<source>/<product>.tif."""
+    from pyproj import CRS
+
+    out_dir = os.path.abspath(out_dir)
+    ts = tile(paths, out_dir, source, workers=workers, scheduler=scheduler, quiet=quiet, **tile_opts)
+    with open(os.path.join(out_dir, "settings.json")) as f:
+        settings = json.load(f)
+    from tiles.mapsheet import grid_for
+
+    grid_kind = grid_for(settings["level"], settings.get("grid_size"))
+    with Manifest(out_dir) as man:
+        codes = [s["code"] for s in man.sheets(source)]
+    if not codes:
+        raise ValueError(f"no sheets of {source} under {out_dir}: nothing to compute")
+    p = TerrainParams(resolution=resolution)
+    margin = max(smrf.window + 2 * (smrf.cell or 2.0), 3 * p.slope_spacing)
+    work = os.path.join(out_dir, "_work", "terrain", source)
+    os.makedirs(work, exist_ok=True)
+    items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": grid_kind.bounds(c), "margin": margin,
+              "terrain": p.params(), "smrf": smrf.params(), "keep_existing": keep_existing,
+              "npz": os.path.join(work, f"{c}.npz")} for c in codes]
+    with session(workers, scheduler) as sess:
+        done = sess.map(sheet_task, items, desc=f"terrain {source}", quiet=quiet)
+    bounds = np.array([grid_kind.bounds(c) for c in codes])
+    mosaic = Grid.covering((bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()),
+                           resolution)
+    arrays = {k: np.full((mosaic.rows, mosaic.cols), np.nan) for k in PRODUCTS}
+    for it in items:
+        w, s, e, n = it["bounds"]
+        r0, c0 = int(round((mosaic.north - n) / resolution)), int(round((w - mosaic.west) / resolution))
+        with np.load(it["npz"]) as z:
+            for k in PRODUCTS:
+                a = z[k]
+                arrays[k][r0:r0 + a.shape[0], c0:c0 + a.shape[1]] = a
+    crs = CRS.from_user_input(settings["target_crs"])
+    horiz = crs.sub_crs_list[0] if crs.is_compound else crs
+    vertical = crs.sub_crs_list[1].name if crs.is_compound else "unknown"
+    outdir = os.path.join(out_dir, "terrain", source)
+    os.makedirs(outdir, exist_ok=True)
+    units = {"dtm": "metre", "dsm": "metre", "chm": "metre", "slope": "degree", "aspect": "degree from north",
+             "hillshade": "0-255", "dtm_filled": "1 = no ground point, filled"}
+    files = {}
+    for k in PRODUCTS:
+        path = os.path.join(outdir, f"{k}.tif")
+        write_cog(path, arrays[k], mosaic, horiz.to_wkt(),
+                  {"PRODUCT": k, "UNITS": units[k], "VERTICAL_DATUM": vertical, "RESOLUTION_M": resolution,
+                   "GROUND_FILTER": json.dumps(smrf.params()), "TERRAIN_PARAMS": json.dumps(p.params()),
+                   "SHEETS": ",".join(codes)}, nodata=NODATA)
+        files[k] = path
+    summary = {"source": source, "sheets": done, "files": files, "resolution": resolution,
+               "grid": {"west": mosaic.west, "north": mosaic.north, "rows": mosaic.rows, "cols": mosaic.cols},
+               "ground_filter": smrf.params(), "terrain": p.params(), "tile": {k: v for k, v in ts.items()
+                                                                              if k != "results"},
+               "quality": {"filled_share": round(float(np.nanmean(arrays["dtm_filled"])), 4),
+                           "ground_share": round(sum(d["ground"] for d in done) / max(1, sum(d["points"]
+                                                                                              for d in done)), 4)}}
+    with open(os.path.join(outdir, "terrain-summary.json.part"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    os.replace(os.path.join(outdir, "terrain-summary.json.part"), os.path.join(outdir, "terrain-summary.json"))
+    return summary
