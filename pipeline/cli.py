@@ -96,6 +96,20 @@ def cmd_terrain(a) -> int:
     return 0
 
 
+def cmd_heightmap(a) -> int:
+    from .layers.heightmap import export_heightmap
+
+    bounds = None
+    if a.sheet:
+        from tiles.mapsheet import sheet_bounds
+
+        bounds = sheet_bounds(a.sheet)
+    r = export_heightmap(a.dtm, a.out, a.sheet, bounds)
+    print(f"heightmap {r['width']} x {r['height']} px, {r['cell_size']} m cells, height = {r['min_height']:.3f} + "
+          f"value x {r['height_scale']:.6f} m -> {r['png']}, {r['raw']}, {r['json']}")
+    return 0
+
+
 def cmd_sheet(a) -> int:
     from tiles.mapsheet import sheet_bounds, sheet_code
 
@@ -185,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_terrain)
+
+    s = sub.add_parser("heightmap", help="16-bit PNG/RAW heightmap + JSON sidecar from a DTM, for simulators")
+    s.add_argument("dtm", help="DTM GeoTIFF (e.g. RUN_DIR/terrain/als/dtm.tif)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--sheet", help="crop to this sheet code")
+    s.set_defaults(func=cmd_heightmap)
 
     s = sub.add_parser("sheet", help="国土基本図図郭: code of a point (E N), or bounds of a code")
     s.add_argument("args", nargs="+", metavar="E N | CODE")

@@ -231,8 +231,18 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
         built = ", ".join(sorted(s["sheets_built"])) or "unchanged, nothing rebuilt"
         print(f"  tile   {kind:<6} {s['all_points']:,} points in {s['all_sheets']} sheet(s) of 1/500 "
               f"({built}) -> {out}/tiles/{kind}/")
+    from .layers.heightmap import export_heightmap
+    from .stages.terrain import terrain
+
+    ter = terrain([f["als"]], os.path.join(out, "tiles"), "als", config_path=f["config"], workers=workers,
+                  quiet=quiet)
+    hm = export_heightmap(ter["files"]["dtm"], os.path.join(out, "simulator"), "nihondaira_dtm")
+    print(f"  terrain als    {len(ter['sheets'])} sheets, {ter['resolution']} m: "
+          f"{', '.join(os.path.basename(v) for v in ter['files'].values())} -> {os.path.dirname(ter['files']['dtm'])}/")
+    print(f"  heightmap      {hm['width']} x {hm['height']} px 16-bit -> {hm['png']}")
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
-        json.dump({"ingest": results, "tile": tiled}, fh, indent=2, default=str, ensure_ascii=False)
+        json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"}},
+                  fh, indent=2, default=str, ensure_ascii=False)
     print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest and {out}/tiles")
     ok = all(r["status"] == "accepted" for r in results.values()) and all(t["quarantined"] == 0
                                                                           for t in tiled.values())
