@@ -160,3 +160,29 @@ def test_ground_cli(data_dir, tmp_path):
     assert set(np.unique(las.classification)) <= {1, 2, 7, 9}  # water (9) kept unless found to be ground
     theirs, ours = np.asarray(src.classification) == 2, np.asarray(las.classification) == 2
     assert (theirs & ~ours).sum() / theirs.sum() < 0.02  # their ground points are ground for us too
+
+
+def test_heightmap_round_trip(tmp_path):
+    """Synthetic DTM with a nodata hole: PNG and RAW values turn back into heights within half a step."""
+    from PIL import Image
+
+    from pipeline.layers.heightmap import export_heightmap
+    from pipeline.stages.terrain import write_cog
+
+    grid = Grid(west=-10800.0, north=-113400.0, res=0.5, rows=600, cols=800)
+    cx, cy = grid.centres()
+    dtm = 12.0 + 0.02 * (cx - grid.west) + 3 * np.sin(cy / 40.0)
+    dtm[100:120, 200:260] = np.nan
+    write_cog(str(tmp_path / "dtm.tif"), dtm, grid, "EPSG:6676", {"VERTICAL_DATUM": "JGD2011 (vertical) height"})
+    r = export_heightmap(str(tmp_path / "dtm.tif"), str(tmp_path / "sim"), "08ND7783", (-10800, -113700, -10400,
+                                                                                        -113400))
+    meta = json.load(open(r["json"]))
+    png = np.asarray(Image.open(r["png"])).astype(np.float64)
+    raw = np.fromfile(r["raw"], dtype="<u2").reshape(meta["height"], meta["width"])
+    assert png.shape == (600, 800) and np.array_equal(png, raw)
+    back = meta["min_height"] + png * meta["height_scale"]
+    ok = ~np.isnan(dtm)
+    stored = dtm.astype(np.float32).astype(np.float64)  # the COG holds float32
+    assert np.all(png[~ok] == 0) and np.max(np.abs(back[ok] - stored[ok])) <= meta["height_scale"] / 2 + 1e-9
+    assert meta["origin"] == {"west": -10800.0, "north": -113400.0, "corner": "north-west"}
+    assert meta["cell_size"] == 0.5 and meta["vertical_datum"] == "JGD2011 (vertical) height"
