@@ -44,10 +44,11 @@ class SMRF:
         return asdict(self)
 
 
-def fill_holes(grid: np.ndarray) -> np.ndarray:
+def fill_holes(grid: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
     """NaN cells of a surface filled by harmonic (Laplace) interpolation from the known cells around them, the
     'springs' inpainting that SMRF was published with: smooth, no steps, exact on planes inside enclosed holes. One sparse solve over
-    the NaN cells only (5-point stencil), so it costs what the holes cost, not the whole grid."""
+    the NaN cells only (5-point stencil), so it costs what the holes cost, not the whole grid. With `where`, only
+    NaN cells inside it are filled; the others stay NaN and bound the fill like the grid's edge."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.linalg import spsolve
 
@@ -58,7 +59,9 @@ def fill_holes(grid: np.ndarray) -> np.ndarray:
         raise ValueError("surface has no known cell")
     rows, cols = grid.shape
     idx = np.full(grid.shape, -1, np.int64)
-    hr, hc = np.nonzero(nan)
+    hr, hc = np.nonzero(nan if where is None else nan & where)
+    if len(hr) == 0:
+        return grid
     m = len(hr)
     idx[hr, hc] = np.arange(m)
     diag = np.zeros(m)
@@ -74,7 +77,10 @@ def fill_holes(grid: np.ndarray) -> np.ndarray:
         ii.append(k[hole])
         jj.append(nb[hole])
         known = k[~hole]
-        rhs[known] += grid[nr[known], nc[known]]
+        value = grid[nr[known], nc[known]]
+        unknown_outside = np.isnan(value)  # NaN outside `where`: no neighbour there
+        diag[known[unknown_outside]] -= 1
+        rhs[known[~unknown_outside]] += value[~unknown_outside]
     ii, jj = np.concatenate(ii), np.concatenate(jj)
     a = csr_matrix((np.r_[diag, -np.ones(len(ii))], (np.r_[np.arange(m), ii], np.r_[np.arange(m), jj])),
                    shape=(m, m))

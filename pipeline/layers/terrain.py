@@ -154,10 +154,15 @@ def terrain_products(x, y, z, cls, grid: Grid, p: TerrainParams = TerrainParams(
     cls = np.asarray(cls)
     keep = ~np.isin(cls, (7, 18))
     g = cls == 2
+    # Beyond the survey there is nothing to fill from: nodata, not extrapolation.
+    from scipy.ndimage import distance_transform_edt
+
+    covered = ~np.isnan(_reduce(grid, x[keep], y[keep], z[keep], "max"))
+    outside = distance_transform_edt(~covered) * grid.res > p.max_gap if covered.any() else ~covered
     filled_mask = np.isnan(_reduce(grid, x[g], y[g], z[g], "mean"))  # cells with no ground point of their own
     dtm_raw = plane_fit_surface(grid, x[g], y[g], z[g])
     dtm_raw[filled_mask] = np.nan
-    dtm = fill_holes(dtm_raw) if (~filled_mask).any() else dtm_raw
+    dtm = fill_holes(dtm_raw, ~outside) if (~filled_mask).any() else dtm_raw
     dsm = _reduce(grid, x[keep], y[keep], z[keep], "max")
     dsm = np.where(np.isnan(dsm), dtm, dsm)  # no return: the ground is the surface
     chm = np.clip(dsm - dtm, 0, None)
@@ -165,11 +170,6 @@ def terrain_products(x, y, z, cls, grid: Grid, p: TerrainParams = TerrainParams(
     shade = hillshade(dtm, grid.res, p.slope_spacing, p.hillshade_azimuth, p.hillshade_altitude)
     out = {"dtm": dtm, "dtm_filled": filled_mask.astype(np.uint8), "dsm": dsm, "chm": chm, "slope": slope,
            "aspect": aspect, "hillshade": shade}
-    # Beyond the survey there is nothing to fill from: nodata, not extrapolation.
-    from scipy.ndimage import distance_transform_edt
-
-    covered = ~np.isnan(_reduce(grid, x[keep], y[keep], z[keep], "max"))
-    outside = distance_transform_edt(~covered) * grid.res > p.max_gap if covered.any() else ~covered
     for k, v in out.items():
         v = v.astype(np.float64)
         v[outside] = np.nan if k not in ("dtm_filled", "hillshade") else 0
