@@ -4,9 +4,12 @@ laspy writes whole files its own way; COPC needs the header, VLR order and chunk
 few structures involved are packed here with `struct`, following the LAS 1.4 R15 layout."""
 from __future__ import annotations
 
+import io
+import os
 import struct
 
 import laspy
+import lazrs
 import numpy as np
 
 HEADER_SIZE = 375
@@ -24,8 +27,6 @@ def evlr_bytes(user_id: str, record_id: int, data: bytes, description: str = "")
 
 def template_vlrs(header: laspy.LasHeader) -> list[tuple[str, int, bytes, str]]:
     """The VLRs laspy would write for this header (WKT, extra bytes, our provenance), without LAZ/COPC ones."""
-    import io
-
     buf = io.BytesIO()
     with laspy.open(buf, mode="w", header=header, do_compress=False, closefd=False):
         pass
@@ -73,10 +74,6 @@ class RawLasWriter:
 
     def __init__(self, path: str, header: laspy.LasHeader, compress, system_identifier: str = "",
                  date: tuple[int, int] = (0, 0), chunk_points: int = 50_000):
-        import os
-
-        import lazrs
-
         self.path, self.tmp = path, path + ".part"
         self.header, self.compress, self.date, self.sysid = header, compress, date, system_identifier
         self.pf = header.point_format
@@ -125,8 +122,6 @@ class RawLasWriter:
                 start += take
 
     def close(self) -> None:
-        import os
-
         if self.comp is not None:
             self.comp.done()
         sc, off = np.asarray(self.header.scales), np.asarray(self.header.offsets)
@@ -142,8 +137,6 @@ class RawLasWriter:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        import os
-
         try:
             self.f.close()
         finally:
@@ -155,11 +148,6 @@ def merge_laz(path: str, parts: list[str], header: laspy.LasHeader, system_ident
     """One LAZ file from LAZ parts that share point format, scale and offset and were written with variable-size
     chunks: the compressed chunks are copied as they are and a new chunk table is written, so no point is
     decoded or encoded again. Returns the point count."""
-    import os
-    import shutil
-
-    import lazrs
-
     from pipeline.validate import check_las
 
     facts = [check_las(p) for p in parts]

@@ -43,10 +43,6 @@ def _columns(rec, point_format) -> dict[str, np.ndarray]:
     return cols
 
 
-def read_facts(path) -> LasHeaderFacts:
-    return check_las(path)
-
-
 def iter_las(path, chunk_size: int = 1_000_000, facts: LasHeaderFacts | None = None):
     """Yield PointCloud chunks (CRS not attached: the caller decides it). Raises InputError for files whose header
     fails validation, and when the file holds fewer points than its header promises."""
