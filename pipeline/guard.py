@@ -21,7 +21,7 @@ def _context():
     global _CTX
     if _CTX is None:
         _CTX = mp.get_context("forkserver")
-        _CTX.set_forkserver_preload(["pipeline.stages.ingest", "pipeline.stages.info"])
+        _CTX.set_forkserver_preload(["pipeline.stages.ingest", "pipeline.stages.info", "pipeline.stages.tile"])
     return _CTX
 
 
