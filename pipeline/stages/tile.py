@@ -31,6 +31,7 @@ from .ingest import Ingestion
 
 EXT = {"copc": ".copc.laz", "laz": ".laz"}
 PART_EXT = {"copc": ".las", "laz": ".laz"}
+SCALE_MM = 0.001  # parts and sheets are stored at 1 mm
 OCCUPANCY_CELL = 1.0  # metres: density is also reported over occupied 1 m cells (MMS covers roads only)
 
 
@@ -75,9 +76,9 @@ def partition_file(item: dict) -> dict:
             order = np.argsort(ids, kind="stable")
             sid = ids[order]
             cuts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1], True])
+            packed = None  # the chunk packed once at the first sheet's offset, then gathered per sheet
             for s, e in zip(cuts[:-1], cuts[1:]):
                 cid = int(sid[s])
-                sub = out.take(order[s:e])
                 w = writers.get(cid)
                 name = grid.name(cid)
                 west, south, east, north = grid.bounds(name)
@@ -87,13 +88,20 @@ def partition_file(item: dict) -> dict:
                     # (tiles.lasfile.merge_laz); COPC sheets re-order points into an octree, so their parts stay
                     # uncompressed rather than be encoded twice.
                     ext = PART_EXT[item["settings"]["format"]]
-                    w = LasWriter.for_cloud(os.path.join(parts_dir, name, item["key"] + ext), sub,
+                    w = LasWriter.for_cloud(os.path.join(parts_dir, name, item["key"] + ext), out.take(slice(0, 1)),
                                             ing.provenance(), compress="variable" if ext == ".laz" else False,
                                             offsets=(west, south, 0.0))
                     writers[cid] = w
                     occupancy[cid] = _occupancy_grid(west, south, east, north)
-                w.write(sub)
-                _mark(occupancy[cid], sub.x - west, sub.y - south)
+                if packed is None:
+                    packer, ref = w, (west, south)
+                    packed = packer.records(out)
+                sub = packed[order[s:e]]
+                if (west, south) != ref:  # sheet corners are whole millimetres apart: shift X/Y exactly
+                    sub["X"] -= np.int32(round((west - ref[0]) / SCALE_MM))
+                    sub["Y"] -= np.int32(round((south - ref[1]) / SCALE_MM))
+                w.write_points(sub)
+                _mark(occupancy[cid], sub["X"] * SCALE_MM, sub["Y"] * SCALE_MM)
                 counts[cid] = counts.get(cid, 0) + len(sub)
     except BaseException:
         for w in writers.values():
