@@ -96,6 +96,16 @@ def cmd_terrain(a) -> int:
     return 0
 
 
+def cmd_deer(a) -> int:
+    from .layers.deer import deer_layer
+
+    s = deer_layer(a.terrain, a.density, a.captures, a.out, roads_path=a.roads, config_path=a.config,
+                   as_of=a.as_of)
+    print(f"deer: capture gaps {s['gap_area_ha']} ha (blue), capturable {s['capturable_area_ha']} ha (red), "
+          f"{s['routes']} routes ({s['road_source']} roads) -> {a.out}")
+    return 0
+
+
 def cmd_heightmap(a) -> int:
     from .layers.heightmap import export_heightmap
 
@@ -199,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_terrain)
+
+    s = sub.add_parser("deer", help="deer capture planning: gap areas, capturable areas, access routes")
+    s.add_argument("--terrain", required=True, help="folder with dtm.tif, slope.tif, chm.tif, hillshade.tif")
+    s.add_argument("--density", required=True, help="deer density: GeoJSON polygons (density) or CSV grid")
+    s.add_argument("--captures", required=True, help="capture records: GeoJSON points or CSV x,y,date,method")
+    s.add_argument("--roads", help="forest roads (GeoJSON lines); without them candidates are derived")
+    s.add_argument("--out", required=True)
+    s.add_argument("--config", help="YAML with a 'deer:' section overriding pipeline/layers/deer.yaml")
+    s.add_argument("--as-of", help="survey date (ISO) for 'recent' captures; default: the latest capture")
+    s.set_defaults(func=cmd_deer)
 
     s = sub.add_parser("heightmap", help="16-bit PNG/RAW heightmap + JSON sidecar from a DTM, for simulators")
     s.add_argument("dtm", help="DTM GeoTIFF (e.g. RUN_DIR/terrain/als/dtm.tif)")

@@ -179,6 +179,32 @@ def make_iphone(ply_path, gcp_path, rng=None):
     return len(xyz)
 
 
+def make_deer_inputs(folder) -> dict:
+    """Deer survey inputs over the ALS scene: dense deer (25/km2) in its north half, 4/km2 in the south; a box-trap
+    capture last autumn in the south, a snare capture two years ago in the north; a forest road along its west
+    edge. GeoJSON in EPSG:6676 and a capture CSV."""
+    w, s = ALS_ORIGIN
+    e, n = w + ALS_SIZE[0], s + ALS_SIZE[1]
+    mid = (s + n) / 2
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6676"}}
+    poly = lambda y0, y1, d: {"type": "Feature", "properties": {"density": d, "unit": "deer/km2"},  # noqa: E731
+                              "geometry": {"type": "Polygon", "coordinates": [[[w, y0], [e, y0], [e, y1], [w, y1],
+                                                                               [w, y0]]]}}
+    paths = {k: os.path.join(folder, f) for k, f in (("density", "deer_density.geojson"),
+                                                     ("captures", "deer_captures.csv"),
+                                                     ("roads", "forest_roads.geojson"))}
+    with open(paths["density"], "w") as f:
+        json.dump({"type": "FeatureCollection", "crs": crs, "features": [poly(mid, n, 25.0), poly(s, mid, 4.0)]}, f)
+    with open(paths["captures"], "w") as f:
+        f.write(f"x,y,date,method\n{w + 60},{s + 40},2025-11-20,box trap\n{w + 150},{n - 30},2023-12-05,snare\n")
+    with open(paths["roads"], "w") as f:
+        json.dump({"type": "FeatureCollection", "crs": crs, "features": [{"type": "Feature",
+                   "properties": {"name": "demo forest road"}, "geometry": {"type": "LineString",
+                                                                            "coordinates": [[w + 4, s + 2],
+                                                                                            [w + 6, n - 2]]}}]}, f)
+    return paths
+
+
 def make_survey(folder) -> dict:
     """Write the demo inputs under folder/inputs/<kind>/ and a demo config; return their paths."""
     inp = os.path.join(folder, "inputs")
@@ -193,8 +219,11 @@ def make_survey(folder) -> dict:
              "config": os.path.join(inp, "demo-config.yaml")}
     counts = {"als": make_als(files["als"]), "mms": make_mms(files["mms"]), "mbes": make_mbes(files["mbes"]),
               "iphone": make_iphone(files["iphone"], files["gcp"])}
+    os.makedirs(os.path.join(inp, "deer"), exist_ok=True)
+    files["deer"] = make_deer_inputs(os.path.join(inp, "deer"))
     with open(files["config"], "w") as f:
-        f.write(f"# Demo survey settings\nprofiles:\n  mbes:\n    chart_datum_to_tp: {DEMO_CHART_DATUM_TO_TP}\n")
+        f.write(f"# Demo survey settings\nprofiles:\n  mbes:\n    chart_datum_to_tp: {DEMO_CHART_DATUM_TO_TP}\n"
+                "deer:\n  gap:\n    capture_radius_m: 80  # the demo scene is 240 m wide: one trap line's reach\n")
     return {"files": files, "counts": counts}
 
 
@@ -240,8 +269,16 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
     print(f"  terrain als    {len(ter['sheets'])} sheets, {ter['resolution']} m: "
           f"{', '.join(os.path.basename(v) for v in ter['files'].values())} -> {os.path.dirname(ter['files']['dtm'])}/")
     print(f"  heightmap      {hm['width']} x {hm['height']} px 16-bit -> {hm['png']}")
+    from .layers.deer import deer_layer
+
+    dr = f["deer"]
+    deer = deer_layer(os.path.dirname(ter["files"]["dtm"]), dr["density"], dr["captures"], os.path.join(out, "deer"),
+                      roads_path=dr["roads"], config_path=f["config"])
+    print(f"  deer           capture gaps {deer['gap_area_ha']} ha, capturable {deer['capturable_area_ha']} ha, "
+          f"{deer['routes']} routes -> {out}/deer/")
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
-        json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"}},
+        json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"},
+                   "deer": {k: v for k, v in deer.items() if k != "config"}},
                   fh, indent=2, default=str, ensure_ascii=False)
     print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest and {out}/tiles")
     ok = all(r["status"] == "accepted" for r in results.values()) and all(t["quarantined"] == 0
