@@ -133,15 +133,21 @@ def gradient(dtm: np.ndarray, res: float, spacing: float) -> tuple[np.ndarray, n
 
 def slope_aspect(dtm: np.ndarray, res: float, spacing: float) -> tuple[np.ndarray, np.ndarray]:
     """Slope in degrees; aspect in degrees clockwise from north of the downslope direction (-1 where flat)."""
-    gx, gy = gradient(dtm, res, spacing)
+    return _slope_aspect(*gradient(dtm, res, spacing))
+
+
+def hillshade(dtm: np.ndarray, res: float, spacing: float, azimuth=315.0, altitude=45.0) -> np.ndarray:
+    return _hillshade(*gradient(dtm, res, spacing), azimuth, altitude)
+
+
+def _slope_aspect(gx, gy) -> tuple[np.ndarray, np.ndarray]:
     slope = np.degrees(np.arctan(np.hypot(gx, gy)))
     aspect = np.degrees(np.arctan2(-gx, -gy)) % 360.0
     aspect[np.hypot(gx, gy) < 1e-9] = -1.0
     return slope, aspect
 
 
-def hillshade(dtm: np.ndarray, res: float, spacing: float, azimuth=315.0, altitude=45.0) -> np.ndarray:
-    gx, gy = gradient(dtm, res, spacing)
+def _hillshade(gx, gy, azimuth, altitude) -> np.ndarray:
     zen, az = np.radians(90.0 - altitude), np.radians(azimuth)
     slope = np.arctan(np.hypot(gx, gy))
     aspect = np.arctan2(-gx, -gy)  # clockwise from north, downslope
@@ -157,17 +163,18 @@ def terrain_products(x, y, z, cls, grid: Grid, p: TerrainParams = TerrainParams(
     # Beyond the survey there is nothing to fill from: nodata, not extrapolation.
     from scipy.ndimage import distance_transform_edt
 
-    covered = ~np.isnan(_reduce(grid, x[keep], y[keep], z[keep], "max"))
+    top = _reduce(grid, x[keep], y[keep], z[keep], "max")  # highest non-noise point per cell
+    covered = ~np.isnan(top)
     outside = distance_transform_edt(~covered) * grid.res > p.max_gap if covered.any() else ~covered
     filled_mask = np.isnan(_reduce(grid, x[g], y[g], z[g], "mean"))  # cells with no ground point of their own
     dtm_raw = plane_fit_surface(grid, x[g], y[g], z[g])
     dtm_raw[filled_mask] = np.nan
     dtm = fill_holes(dtm_raw, ~outside) if (~filled_mask).any() else dtm_raw
-    dsm = _reduce(grid, x[keep], y[keep], z[keep], "max")
-    dsm = np.where(np.isnan(dsm), dtm, dsm)  # no return: the ground is the surface
+    dsm = np.where(covered, top, dtm)  # no return: the ground is the surface
     chm = np.clip(dsm - dtm, 0, None)
-    slope, aspect = slope_aspect(dtm, grid.res, p.slope_spacing)
-    shade = hillshade(dtm, grid.res, p.slope_spacing, p.hillshade_azimuth, p.hillshade_altitude)
+    gx, gy = gradient(dtm, grid.res, p.slope_spacing)
+    slope, aspect = _slope_aspect(gx, gy)
+    shade = _hillshade(gx, gy, p.hillshade_azimuth, p.hillshade_altitude)
     out = {"dtm": dtm, "dtm_filled": filled_mask.astype(np.uint8), "dsm": dsm, "chm": chm, "slope": slope,
            "aspect": aspect, "hillshade": shade}
     for k, v in out.items():
