@@ -156,6 +156,7 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
     from shapely.geometry import LineString, mapping, shape
     from shapely.ops import unary_union
 
+    from ..outputs import write_json
     from ..stages.terrain import write_cog
     from .terrain import Grid
 
@@ -240,11 +241,8 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
         return feats
 
     def dump(name, feats):
-        path = os.path.join(out_dir, name)
-        with open(path + ".part", "w", encoding="utf-8") as f:
-            json.dump({"type": "FeatureCollection", "crs": crs_member, "features": feats}, f, ensure_ascii=False)
-        os.replace(path + ".part", path)
-        return path
+        return write_json(os.path.join(out_dir, name), {"type": "FeatureCollection", "crs": crs_member,
+                                                        "features": feats}, ensure_ascii=False)
 
     gap_f = polygons(gap, "capture_gap", {"colour": "blue"})
     cap_f = polygons(capturable, "capturable", {"colour": "red"})

@@ -3,10 +3,11 @@ heightmap as PNG and RAW (little-endian uint16, row 0 = north) with a JSON sidec
 values back into metres and where the grid lies."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
+
+from ..outputs import write_json
 
 
 def export_heightmap(dtm_path: str, out_dir: str, name: str | None = None, bounds=None) -> dict:
@@ -41,7 +42,5 @@ def export_heightmap(dtm_path: str, out_dir: str, name: str | None = None, bound
                "max_height": hi, "cell_size": float(transform.a),
                "origin": {"west": float(transform.c), "north": float(transform.f), "corner": "north-west"},
                "crs": crs, "vertical_datum": vertical, "source": os.path.basename(dtm_path)}
-    with open(meta + ".part", "w") as f:
-        json.dump(sidecar, f, indent=2)
-    os.replace(meta + ".part", meta)
+    write_json(meta, sidecar, indent=2)
     return {"png": png, "raw": raw, "json": meta, **sidecar}

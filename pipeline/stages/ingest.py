@@ -6,7 +6,6 @@ its reason; the others go on."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
 import numpy as np
@@ -17,6 +16,7 @@ from ..config import load_config, profile
 from ..guard import capped_or_quarantined
 from ..io import expand_inputs, open_input
 from ..io.las import LasWriter
+from ..outputs import write_json
 from ..runner import map_tasks
 from ..validate import InputError
 
@@ -207,8 +207,6 @@ def ingest(paths, out_dir, source: str, *, crs=None, assume_crs=None, target_crs
     }
     assert summary["points_in"] == summary["points_out"] + summary["points_filtered"], "point count not conserved"
     path = os.path.join(out_dir, source, "ingest-summary.json")
-    with open(path + ".part", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, ensure_ascii=False, default=str)
-    os.replace(path + ".part", path)
+    write_json(path, summary, indent=2, ensure_ascii=False, default=str)
     summary["summary_path"] = path
     return summary

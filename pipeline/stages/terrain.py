@@ -11,6 +11,7 @@ import numpy as np
 from ..layers.ground import SMRF, reclassify
 from ..layers.terrain import NODATA, PRODUCTS, Grid, TerrainParams, terrain_products
 from ..manifest import Manifest
+from ..outputs import write_json
 from ..runner import session
 from .tile import sheet_with_buffer, tile
 
@@ -145,7 +146,5 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
                "quality": {"filled_share": round(float(np.nanmean(arrays["dtm_filled"])), 4),
                            "ground_share": round(sum(d["ground"] for d in done) / max(1, sum(d["points"]
                                                                                               for d in done)), 4)}}
-    with open(os.path.join(outdir, "terrain-summary.json.part"), "w") as f:
-        json.dump(summary, f, indent=2, default=str)
-    os.replace(os.path.join(outdir, "terrain-summary.json.part"), os.path.join(outdir, "terrain-summary.json"))
+    write_json(os.path.join(outdir, "terrain-summary.json"), summary, indent=2, default=str)
     return summary

@@ -25,6 +25,7 @@ from ..guard import capped_or_quarantined
 from ..io import expand_inputs
 from ..io.las import LAZ_BACKEND, LasWriter, add_provenance, read_provenance
 from ..manifest import Manifest, file_sha256
+from ..outputs import write_json
 from ..runner import session
 from ..validate import InputError
 from .ingest import Ingestion
@@ -241,9 +242,7 @@ def _check_settings(run_dir: str, settings: dict) -> None:
                                 f"(a run directory holds one grid, format and target CRS)")
         return
     os.makedirs(run_dir, exist_ok=True)
-    with open(path + ".part", "w") as f:
-        json.dump(settings, f, indent=2, sort_keys=True)
-    os.replace(path + ".part", path)
+    write_json(path, settings, indent=2, sort_keys=True)
 
 
 def write_index(path: str, sheets: list[dict], grid, source: str, crs_epsg: int | None) -> None:
@@ -263,9 +262,7 @@ def write_index(path: str, sheets: list[dict], grid, source: str, crs_epsg: int 
     doc = {"type": "FeatureCollection", "name": f"{source} sheets", "features": feats}
     if crs_epsg:
         doc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{crs_epsg}"}}
-    with open(path + ".part", "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, ensure_ascii=False)
-    os.replace(path + ".part", path)
+    write_json(path, doc, indent=1, ensure_ascii=False)
 
 
 def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "copc", grid_size=None,
@@ -379,9 +376,7 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
         run["summary"] = {k: v for k, v in summary.items() if k != "results"}
     path = os.path.join(out_dir, source, "tile-summary.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".part", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, ensure_ascii=False, default=str)
-    os.replace(path + ".part", path)
+    write_json(path, summary, indent=2, ensure_ascii=False, default=str)
     summary["summary_path"] = path
     return summary
 
