@@ -4,7 +4,6 @@ old one in the north."""
 import json
 
 import numpy as np
-import pytest
 import rasterio
 
 from pipeline.layers.deer import deer_layer

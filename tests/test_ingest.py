@@ -8,7 +8,7 @@ import sys
 import laspy
 import numpy as np
 import pytest
-from pyproj import CRS, Transformer
+from pyproj import Transformer
 
 from pipeline.io.las import read_provenance
 from pipeline.stages.ingest import ingest

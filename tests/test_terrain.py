@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from pyproj import CRS
 
-from pipeline.layers.ground import SMRF, classify_ground, fill_holes
+from pipeline.layers.ground import classify_ground, fill_holes
 from pipeline.layers.terrain import Grid, terrain_products
 from pipeline.stages.terrain import terrain
 

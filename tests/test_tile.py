@@ -4,7 +4,6 @@ airborne / MMS files."""
 import hashlib
 import json
 import os
-import shutil
 
 import laspy
 import numpy as np

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import struct
 
 import laspy
 import numpy as np
