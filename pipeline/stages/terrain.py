@@ -13,7 +13,7 @@ from ..layers.terrain import NODATA, PRODUCTS, Grid, TerrainParams, terrain_prod
 from ..manifest import Manifest
 from ..outputs import write_json
 from ..runner import session
-from .tile import sheet_with_buffer, tile
+from .tile import _grid, read_settings, sheet_with_buffer, tile
 
 DTYPES = {"dtm_filled": "uint8", "hillshade": "uint8"}
 
@@ -95,11 +95,8 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
 
     out_dir = os.path.abspath(out_dir)
     ts = tile(paths, out_dir, source, workers=workers, scheduler=scheduler, quiet=quiet, **tile_opts)
-    with open(os.path.join(out_dir, "settings.json")) as f:
-        settings = json.load(f)
-    from tiles.mapsheet import grid_for
-
-    grid_kind = grid_for(settings["level"], settings.get("grid_size"))
+    settings = read_settings(out_dir)
+    grid_kind = _grid(settings)
     with Manifest(out_dir) as man:
         codes = [s["code"] for s in man.sheets(source)]
     if not codes:

@@ -157,7 +157,7 @@ def assemble_sheet(item: dict) -> dict:
     the order they arrived in or the number of workers. LAZ output from parts of one point format copies the
     compressed chunks (no decoding); otherwise the points are decoded, unified and encoded once."""
     from tiles.copc import write_copc
-    from tiles.lasfile import RawLasWriter, merge_laz, template_vlrs
+    from tiles.lasfile import RawLasWriter, global_encoding_of, merge_laz, template_vlrs
 
     from ..validate import check_las
 
@@ -210,12 +210,10 @@ def assemble_sheet(item: dict) -> dict:
             arr[at:at + len(rec)] = rec.array
             at += len(rec)
         allrec = laspy.PackedPointRecord(arr, header.point_format)
-        z = allrec["Z"] * header.scales[2] + header.offsets[2]
-        zmin, zmax = float(z.min()), float(z.max())
+        zmin, zmax = (float(v * header.scales[2] + header.offsets[2]) for v in (arr["Z"].min(), arr["Z"].max()))
         edge = max(bounds[2] - bounds[0], bounds[3] - bounds[1], zmax - zmin + 0.002)
         write_copc(out, allrec, scales=header.scales, offsets=header.offsets, vlrs=template_vlrs(header),
-                   global_encoding=int(header.global_encoding.value if hasattr(header.global_encoding, "value")
-                                       else header.global_encoding), system_identifier=item["source"],
+                   global_encoding=global_encoding_of(header), system_identifier=item["source"],
                    cube=(bounds[0], bounds[1], zmin - 0.001, edge))
     facts = check_las(out)
     n = facts.point_count
@@ -232,11 +230,16 @@ def _task_partition(item: dict) -> dict:
     return capped_or_quarantined(partition_file, item, item)
 
 
+def read_settings(run_dir: str) -> dict:
+    """The grid, format and target CRS a run directory was tiled with."""
+    with open(os.path.join(run_dir, "settings.json")) as f:
+        return json.load(f)
+
+
 def _check_settings(run_dir: str, settings: dict) -> None:
     path = os.path.join(run_dir, "settings.json")
     if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+        old = read_settings(run_dir)
         if old != settings:
             raise SettingsError(f"{run_dir} was tiled with {old}; these settings are {settings}. Use another --out "
                                 f"(a run directory holds one grid, format and target CRS)")
@@ -388,8 +391,7 @@ def sheet_with_buffer(run_dir: str, source: str, code: str, margin: float):
     from ..io import open_input
     from ..points import PointCloud
 
-    with open(os.path.join(run_dir, "settings.json")) as f:
-        settings = json.load(f)
+    settings = read_settings(run_dir)
     grid = _grid(settings)
     w, s, e, n = grid.bounds(code)
     if margin < 0 or margin > min(e - w, n - s):
