@@ -235,3 +235,9 @@ def test_existing_cluster_via_scheduler_address(demo_survey, tmp_path):
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_geoid_none_is_accepted_like_ingest(demo_survey, tmp_path):
+    """`--geoid none` means no geoid: orthometric MMS heights still tile (ellipsoidal ones would be refused)."""
+    s = tile([demo_survey["files"]["mms"]], tmp_path, "mms", geoid="none", workers=1, quiet=True)
+    assert s["all_points"] == demo_survey["counts"]["mms"]

@@ -41,6 +41,22 @@ def choose_source_crs(file_crs, crs=None, assume_crs=None, profile_crs=None):
     return None, "none"
 
 
+def ingest_options(cfg: dict, *, crs=None, assume_crs=None, target_crs=None, gcp=None, geoid=None,
+                   height=None) -> dict:
+    """The small, picklable options every per-file task of ingest and tile receives. geoid 'none' means
+    explicitly no geoid (ellipsoidal heights then fail instead of being guessed)."""
+    opts = {"config": cfg, "crs": crs, "assume_crs": assume_crs, "target_crs": target_crs, "gcp": gcp,
+            "height": height}
+    if geoid is not None:
+        opts["geoid"] = None if str(geoid).lower() == "none" else geoid
+    return opts
+
+
+def target_of(opts: dict) -> crsmod.Target:
+    cfg = opts["config"]
+    return crsmod.make_target(opts.get("target_crs") or cfg["target"]["crs"], opts.get("geoid", cfg["target"]["geoid"]))
+
+
 class Ingestion:
     """One input on its way into the target CRS. Opening decides the source CRS, height kind and control-point
     fit (raising InputError for a file to quarantine); iterating yields reprojected chunks. The stages differ
@@ -56,8 +72,7 @@ class Ingestion:
             raise InputError(path, errors[0].code, errors[0].message)
         self.height = opts.get("height") or opened.height or prof.get("height", "unknown")
         self.src, self.how = choose_source_crs(opened.crs, opts.get("crs"), opts.get("assume_crs"), prof.get("crs"))
-        self.target = crsmod.make_target(opts.get("target_crs") or cfg["target"]["crs"],
-                                         opts.get("geoid", cfg["target"]["geoid"]))
+        self.target = target_of(opts)
         self.helmert = None
         if opts.get("gcp"):
             names, local, world = crsmod.read_gcp(opts["gcp"])
@@ -185,10 +200,8 @@ def ingest(paths, out_dir, source: str, *, crs=None, assume_crs=None, target_crs
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.join(out_dir, source), exist_ok=True)
     inputs, refused = expand_inputs([os.path.abspath(p) for p in paths], os.path.join(out_dir, "_extracted"))
-    opts = {"config": cfg, "crs": crs, "assume_crs": assume_crs, "target_crs": target_crs, "gcp": gcp,
-            "height": height}
-    if geoid is not None:
-        opts["geoid"] = None if str(geoid).lower() == "none" else geoid
+    opts = ingest_options(cfg, crs=crs, assume_crs=assume_crs, target_crs=target_crs, gcp=gcp, geoid=geoid,
+                          height=height)
     used: set = set()
     items = [{"path": p, "source": source, "opts": opts,
               "out": os.path.join(out_dir, source, f"{_output_name(p, used)}.{fmt}")} for p in inputs]
@@ -198,7 +211,7 @@ def ingest(paths, out_dir, source: str, *, crs=None, assume_crs=None, target_crs
     quarantined = [r for r in results if r["status"] == "quarantined"]
     summary = {
         "source": source, "out_dir": out_dir,
-        "target_crs": crsmod.epsg_of(crsmod.make_target(target_crs or cfg["target"]["crs"]).output_crs),
+        "target_crs": crsmod.epsg_of(target_of(opts).output_crs),
         "files": len(results), "accepted": len(accepted), "quarantined": len(quarantined),
         "points_in": sum(r["points_in"] for r in accepted),
         "points_out": sum(r["points_out"] for r in accepted),

@@ -28,7 +28,7 @@ from ..manifest import Manifest, file_sha256
 from ..outputs import write_json
 from ..runner import session
 from ..validate import InputError
-from .ingest import Ingestion
+from .ingest import Ingestion, ingest_options, target_of
 
 EXT = {"copc": ".copc.laz", "laz": ".laz"}
 PART_EXT = {"copc": ".las", "laz": ".laz"}
@@ -276,7 +276,9 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
     if fmt not in EXT:
         raise ValueError(f"unknown format {fmt!r}; choose copc or laz")
     out_dir = os.path.abspath(out_dir)
-    target = crsmod.make_target(target_crs or cfg["target"]["crs"], geoid or cfg["target"]["geoid"])
+    opts = ingest_options(cfg, crs=crs, assume_crs=assume_crs, target_crs=target_crs, gcp=gcp, geoid=geoid,
+                          height=height)
+    target = target_of(opts)
     settings = {"level": int(level), "grid_size": grid_size, "format": fmt,
                 "target_crs": crsmod.epsg_of(target.output_crs) or target.output_crs.to_wkt()}
     if grid_size is None and crsmod.epsg_of(target.crs) != crsmod.DEFAULT_TARGET:
@@ -286,10 +288,6 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
     grid = _grid(settings)
     work = os.path.join(out_dir, "_work")
     parts_root = os.path.join(work, "parts", source)
-    opts = {"config": cfg, "crs": crs, "assume_crs": assume_crs, "target_crs": target_crs, "gcp": gcp,
-            "height": height}
-    if geoid is not None:
-        opts["geoid"] = None if str(geoid).lower() == "none" else geoid
     inputs, refused = expand_inputs([os.path.abspath(p) for p in paths], os.path.join(work, "extracted"))
     results = [{"input": e.path, "status": "quarantined", "code": e.code, "reason": str(e)} for e in refused]
     if workers is None:  # one process per input, up to the machine's cores
