@@ -80,3 +80,17 @@ def test_deer_scene(tmp_path):
     assert float(suit.max()) <= 1.0 and float(suit.min()) >= 0.0
     assert (tmp_path / "out" / "deer-quicklook.png").stat().st_size > 1000
     assert "capture_gap_area" in (tmp_path / "out" / "deer-summary.csv").read_text()
+
+
+def test_capture_outside_the_survey_still_covers_it(tmp_path):
+    """A recent capture 50 m north of the scene covers a 100 m radius that reaches into it."""
+    tdir, _, _ = scene(tmp_path)
+    (tmp_path / "captures2.csv").write_text("x,y,date,method\n"
+                                            f"{W + 300},{N - 250},2026-10-01,box trap\n"
+                                            f"{W + 200},{N + 50},2026-09-01,box trap\n")
+    s = deer_layer(str(tdir), str(tmp_path / "density.geojson"), str(tmp_path / "captures2.csv"),
+                   str(tmp_path / "out2"), roads_path=str(tmp_path / "roads.geojson"),
+                   config_path=str(tmp_path / "deer.yaml"))
+    # circle segment of radius 100 m cut 50 m from its centre: r^2 acos(d/r) - d sqrt(r^2 - d^2) = 6,142 m2
+    assert s["recent_captures"] == 2
+    assert abs(s["gap_area_ha"] - (6.0 - 0.6142)) < 0.01

@@ -178,12 +178,12 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
     recent = [c for c in caps if c.get("date") and ref and (ref - dt.date.fromisoformat(c["date"])).days
               <= cfg["gap"]["recent_days"]]
     covered = np.zeros(data.shape, bool)
-    for c in recent:
-        r, col, ok = grid.index([c["x"]], [c["y"]])
-        if ok[0]:
-            covered[r[0], col[0]] = True
-    if covered.any():
-        covered = ndimage.distance_transform_edt(~covered) * res <= cfg["gap"]["capture_radius_m"]
+    if recent:  # distance from each cell centre to the nearest recent capture, wherever the capture lies
+        from scipy.spatial import cKDTree
+
+        cx, cy = grid.centres()
+        d, _ = cKDTree([(c["x"], c["y"]) for c in recent]).query(np.column_stack([cx.ravel(), cy.ravel()]))
+        covered = (d <= cfg["gap"]["capture_radius_m"]).reshape(data.shape)
     gap = data & (np.nan_to_num(density) >= cfg["gap"]["min_density"]) & ~covered
     # roads: given, or candidates derived from the terrain (gentle cells on the survey's edge), said so
     if roads_path:
@@ -192,15 +192,18 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
         edge = data & ~ndimage.binary_erosion(data, iterations=2)
         roads, road_source = edge & (np.nan_to_num(rd["slope"], nan=90) < 8.0), "derived from DTM: gentle edge cells"
     road_dist = ndimage.distance_transform_edt(~roads) * res if roads.any() else np.full(data.shape, np.inf)
-    suit, factors = suitability(rd["slope"], rd["chm"], road_dist, res, cfg)
+    suit, _factors = suitability(rd["slope"], rd["chm"], road_dist, res, cfg)
     cand = data & (np.nan_to_num(suit) >= cfg["suitability"]["capturable_min"])
     dist, pred, idx = least_cost(rd["slope"], roads, res, cfg)
-    labels, n_patches = ndimage.label(cand)
-    capturable = np.zeros(data.shape, bool)
-    routes = []
+    labels, _ = ndimage.label(cand)
+    routes, reached = [], []
     rows_cols = np.argwhere(idx >= 0)
-    for lab in range(1, n_patches + 1):
-        cells = np.argwhere(labels == lab)
+    # the cells of every patch, grouped once (not one full-grid comparison per patch)
+    flat = np.flatnonzero(labels)
+    flat = flat[np.argsort(labels.flat[flat], kind="stable")]
+    groups = np.split(flat, np.flatnonzero(np.diff(labels.flat[flat])) + 1) if flat.size else []
+    for lab, members in enumerate(groups, start=1):
+        cells = np.column_stack(np.unravel_index(members, labels.shape))
         nodes = idx[cells[:, 0], cells[:, 1]]
         reach = nodes >= 0
         if not reach.any():
@@ -218,7 +221,7 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
         length = float(np.hypot(np.diff(xs), np.diff(ys)).sum())
         if length > cfg["routes"]["max_walk_m"]:
             continue
-        capturable[labels == lab] = True
+        reached.append(lab)
         sl = rd["slope"][rc[:, 0], rc[:, 1]]
         routes.append({"type": "Feature", "geometry": mapping(LineString(np.column_stack([xs, ys])))
                        if len(xs) > 1 else mapping(LineString([(xs[0], ys[0]), (xs[0], ys[0])])),
@@ -226,6 +229,7 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
                                       "max_slope_deg": round(float(np.nanmax(sl)), 1),
                                       "mean_slope_deg": round(float(np.nanmean(sl)), 1),
                                       "suitability": round(float(suit[best[0], best[1]]), 3)}})
+    capturable = np.isin(labels, reached)
     os.makedirs(out_dir, exist_ok=True)
     epsg = crs.to_epsg()
     crs_member = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{epsg}"}}
