@@ -1,0 +1,606 @@
+"""Road layer from MMS points, in the road frame of each pass of the vehicle: station s along the trajectory and
+offset t to its left (metres). Points are summed into a station x offset grid (additive, so sheets are summed
+one by one and nothing depends on where a sheet ends); the road surface, its reference, the anomalies and the
+per-segment indices are then read off that grid. Thresholds live in road.yaml with their reasons."""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import yaml
+from scipy import ndimage
+
+from . import pavement
+
+HERE = os.path.dirname(__file__)
+SUMS = ("n", "z", "zz", "i", "n11")  # per cell: count, sum z, sum z^2, sum intensity, count of class 11
+
+
+def load_config(path=None) -> dict:
+    from ..config import _merge
+
+    with open(os.path.join(HERE, "road.yaml"), encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            user = yaml.safe_load(f) or {}
+        cfg = _merge(cfg, user.get("road", user))
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------- trajectory
+@dataclass
+class Pass:
+    """One pass of the vehicle: a path sampled every `step` metres (x, y, z, time) with its unit tangents."""
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    time: np.ndarray
+    step: float
+    source: str  # 'file' or 'gps_time'
+
+    @property
+    def length(self) -> float:
+        return (len(self.x) - 1) * self.step
+
+    @classmethod
+    def through(cls, t, x, y, z, step: float, smooth_m: float, source: str) -> "Pass":
+        """Resample a time-ordered path every `step` metres of its length, smoothed over `smooth_m`."""
+        keep = np.r_[True, np.hypot(np.diff(x), np.diff(y)) > 1e-3]
+        t, x, y, z = t[keep], x[keep], y[keep], z[keep]
+        d = np.r_[0, np.cumsum(np.hypot(np.diff(x), np.diff(y)))]
+        if d[-1] < 2 * step:
+            raise ValueError("trajectory pass shorter than two frame cells")
+        s = np.arange(0, d[-1], step)
+        xs, ys, zs, ts = (np.interp(s, d, v) for v in (x, y, z, t))
+        k = max(1, int(round(smooth_m / step)))
+        if k > 1 and len(s) > k:
+            xs, ys, zs = (ndimage.uniform_filter1d(v, k, mode="nearest") for v in (xs, ys, zs))
+            # smoothing shortens curves; restation on the smoothed path
+            d = np.r_[0, np.cumsum(np.hypot(np.diff(xs), np.diff(ys)))]
+            s = np.arange(0, d[-1], step)
+            xs, ys, zs, ts = (np.interp(s, d, v) for v in (xs, ys, zs, ts))
+        return cls(xs, ys, zs, ts, step, source)
+
+    def tangents(self):
+        tx, ty = np.gradient(self.x), np.gradient(self.y)
+        norm = np.hypot(tx, ty)
+        return tx / norm, ty / norm
+
+    def to_frame(self, x, y):
+        """Station and offset (left positive) of points, by their nearest path sample."""
+        from scipy.spatial import cKDTree
+
+        tx, ty = self.tangents()
+        _, i = cKDTree(np.column_stack([self.x, self.y])).query(np.column_stack([x, y]))
+        dx, dy = x - self.x[i], y - self.y[i]
+        return i * self.step + dx * tx[i] + dy * ty[i], -dx * ty[i] + dy * tx[i]
+
+    def to_world(self, s, t):
+        tx, ty = self.tangents()
+        st = np.arange(len(self.x)) * self.step
+        cx, cy = np.interp(s, st, self.x), np.interp(s, st, self.y)
+        nx, ny = -np.interp(s, st, ty), np.interp(s, st, tx)
+        return cx + t * nx, cy + t * ny
+
+    def params(self) -> dict:
+        return {"length_m": round(self.length, 2), "start": [round(float(self.x[0]), 3), round(float(self.y[0]), 3)],
+                "end": [round(float(self.x[-1]), 3), round(float(self.y[-1]), 3)],
+                "time": [float(self.time[0]), float(self.time[-1])], "source": self.source}
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in ("x", "y", "z", "time")} | {"step": self.step,
+                                                                                   "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Pass":
+        return cls(*(np.asarray(d[k], float) for k in ("x", "y", "z", "time")), d["step"], d["source"])
+
+
+def split_passes(t, x, y, z, gap_s: float):
+    order = np.argsort(t, kind="stable")
+    t, x, y, z = t[order], x[order], y[order], z[order]
+    cuts = np.flatnonzero(np.diff(t) > gap_s) + 1
+    return [tuple(a[i:j] for a in (t, x, y, z)) for i, j in zip(np.r_[0, cuts], np.r_[cuts, len(t)])]
+
+
+def read_trajectory(path: str, cfg: dict) -> list[Pass]:
+    """A trajectory CSV with columns time, E, N, H (also x, y, z) in the survey's target CRS; split into passes at
+    pauses longer than frame.pass_gap_s."""
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        names = {n.strip().lower(): n for n in reader.fieldnames or []}
+        pick = [next((names[c] for c in cands if c in names), None)
+                for cands in (("time", "t", "gps_time"), ("e", "x", "easting"), ("n", "y", "northing"),
+                              ("h", "z", "height"))]
+        if None in pick:
+            raise ValueError(f"{path}: trajectory CSV needs columns time, E, N, H (found {reader.fieldnames})")
+        for r in reader:
+            rows.append([float(r[c]) for c in pick])
+    if len(rows) < 2:
+        raise ValueError(f"{path}: trajectory has fewer than two positions")
+    a = np.array(rows)
+    f = cfg["frame"]
+    return [Pass.through(*p, f["cell_m"], 0.0, "file") for p in split_passes(*a.T, f["pass_gap_s"])
+            if np.hypot(np.ptp(p[1]), np.ptp(p[2])) > 4 * f["cell_m"]]
+
+
+def time_bins(t, x, y, z, bin_s: float) -> dict:
+    """Per GPS-time bin: sums of x, y, z and counts (additive over files), for rebuilding the trajectory."""
+    b = np.floor(t / bin_s).astype(np.int64)
+    u, inv = np.unique(b, return_inverse=True)
+    return {"bin": u, "n": np.bincount(inv).astype(float), "x": np.bincount(inv, x), "y": np.bincount(inv, y),
+            "z": np.bincount(inv, z)}
+
+
+def passes_from_bins(parts: list[dict], cfg: dict) -> list[Pass]:
+    """Trajectory from GPS time: the mean position of the road points of each time bin. For a scanner that sees
+    both sides of the vehicle this lies near the vehicle's track; its bias toward the wider side shifts the lane
+    offsets by the same amount (say so where lanes matter, or give --trajectory)."""
+    f = cfg["frame"]
+    parts = [p for p in parts if len(p["bin"])]
+    if not parts:
+        raise ValueError("no points with GPS time to rebuild a trajectory from; give --trajectory")
+    b = np.concatenate([p["bin"] for p in parts])
+    u, inv = np.unique(b, return_inverse=True)
+    sums = {k: np.bincount(inv, np.concatenate([p[k] for p in parts])) for k in ("n", "x", "y", "z")}
+    t = (u + 0.5) * f["time_bin_s"]
+    out = []
+    for pt, px, py, pz in split_passes(t, sums["x"] / sums["n"], sums["y"] / sums["n"], sums["z"] / sums["n"],
+                                       f["pass_gap_s"]):
+        if len(pt) >= 3 and np.hypot(np.ptp(px), np.ptp(py)) > 2 * f["smooth_m"]:
+            out.append(Pass.through(pt, px, py, pz, f["cell_m"], f["smooth_m"], "gps_time"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ gridding
+def ground_candidates(s, t, z, cls, cell: float, above: float) -> np.ndarray:
+    """Points that can be road surface: class 2 or 11 where the input has them, else points within `above` of
+    the lowest point of their 0.5 m cell and its neighbours (cars, poles and walls drop out)."""
+    if cls is not None and np.isin(cls, (2, 11)).any():
+        return np.isin(cls, (2, 11))
+    c = 0.5
+    i, j = np.floor(s / c).astype(np.int64), np.floor(t / c).astype(np.int64)
+    i0, j0 = i.min(), j.min()
+    shape = (int(i.max() - i0) + 1, int(j.max() - j0) + 1)
+    flat = np.full(shape[0] * shape[1], np.inf)
+    np.minimum.at(flat, (i - i0) * shape[1] + (j - j0), z)
+    low = ndimage.grey_erosion(flat.reshape(shape), size=3, mode="nearest")
+    return z <= low[i - i0, j - j0] + above
+
+
+def accumulate(p: Pass, cloud, cfg: dict) -> dict | None:
+    """Sums per road-frame cell of one cloud's road-surface candidates: {'row0', 'nt', and SUMS arrays}, rows
+    covering only the stations this cloud reaches (None when it reaches none)."""
+    f = cfg["frame"]
+    cell, hw = f["cell_m"], f["half_width_m"]
+    s, t = p.to_frame(cloud.x, cloud.y)
+    keep = (s >= 0) & (s < p.length) & (np.abs(t) < hw)
+    if "gps_time" in cloud.columns and p.source != "none":
+        tt = cloud.columns["gps_time"]
+        keep &= (tt >= p.time[0] - f["pass_gap_s"]) & (tt <= p.time[-1] + f["pass_gap_s"])
+    if not keep.any():
+        return None
+    s, t, z = s[keep], t[keep], cloud.z[keep]
+    cls = cloud.columns.get("classification")
+    cls = cls[keep] if cls is not None else None
+    g = ground_candidates(s, t, z, cls, cell, f["ground_above_m"])
+    s, t, z = s[g], t[g], z[g]
+    inten = cloud.columns.get("intensity")
+    inten = inten[keep][g].astype(float) if inten is not None else np.zeros(len(z))
+    c11 = (cls[g] == 11).astype(float) if cls is not None else np.zeros(len(z))
+    nt = int(round(2 * hw / cell))
+    r = np.floor(s / cell).astype(np.int64)
+    c = np.clip(np.floor((t + hw) / cell).astype(np.int64), 0, nt - 1)
+    r0, r1 = int(r.min()), int(r.max()) + 1
+    idx = (r - r0) * nt + c
+    size = (r1 - r0) * nt
+    out = {"row0": r0, "nt": nt}
+    for k, w in zip(SUMS, (None, z, z * z, inten, c11)):
+        out[k] = np.bincount(idx, w, minlength=size).reshape(r1 - r0, nt)
+    return out
+
+
+def merge_sums(parts: list[dict], rows: int) -> dict:
+    nt = parts[0]["nt"]
+    out = {k: np.zeros((rows, nt)) for k in SUMS}
+    for p in parts:
+        r0 = p["row0"]
+        r1 = min(rows, r0 + p["n"].shape[0])
+        for k in SUMS:
+            out[k][r0:r1] += p[k][:r1 - r0]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- surface
+def road_surface(g: dict, cfg: dict) -> np.ndarray:
+    """Road cells: class 11 where the input carries it, else the cells connected to the vehicle's track without
+    crossing a kerb-sized step or rough ground; enclosed holes (deep potholes, covers) belong to the road."""
+    n = g["n"]
+    has = n > 0
+    if g["n11"].sum() > 0.1 * n.sum():
+        road = (g["n11"] > 0.5 * n)
+        return ndimage.binary_fill_holes(ndimage.binary_closing(road, iterations=2)) & has | road
+    sc = cfg["surface"]
+    z = np.where(has, g["z"] / np.maximum(n, 1), np.nan)
+    std = np.sqrt(np.maximum(g["zz"] / np.maximum(n, 1) - np.nan_to_num(z) ** 2, 0))
+    step = np.zeros(z.shape)
+    for axis in (0, 1):
+        d = np.abs(np.diff(z, axis=axis))
+        d = np.nan_to_num(d, nan=0.0)
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (1, 0)
+        step = np.maximum(step, np.pad(d, pad))
+        pad[axis] = (0, 1)
+        step = np.maximum(step, np.pad(d, pad))
+    ok = has & (step <= sc["kerb_step_m"]) & ~((std > sc["rough_max_m"]) & (n >= 3))
+    lab, _ = ndimage.label(ok)
+    nt = z.shape[1]
+    mid = slice(nt // 2 - 5, nt // 2 + 5)  # +-0.5 m around the track
+    seeds = np.unique(lab[:, mid])
+    road = np.isin(lab, seeds[seeds > 0])
+    # the lower side of a kerb step is road (gutter): take edge cells no higher than the road beside them
+    edge = has & ~road & ndimage.binary_dilation(road)
+    if edge.any():
+        ref = ndimage.grey_dilation(np.where(road, z, -np.inf), size=3)
+        road |= edge & (z <= ref + 0.01)
+    return ndimage.binary_fill_holes(road)
+
+
+def _nanmedian_filter(z: np.ndarray, mask: np.ndarray, size) -> np.ndarray:
+    """Median over a window of the masked cells only: cells outside the mask take their nearest masked value
+    first, so a window at the road's edge is not pulled by the sidewalk."""
+    if not mask.any():
+        return np.full(z.shape, np.nan)
+    _, (ri, ci) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    return ndimage.median_filter(z[ri, ci], size=size, mode="nearest")
+
+
+def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
+    """The surface the road should have: a median over a window long along the road and narrow across it (ruts,
+    crossfall and steps stay in it, potholes and bumps do not); then, where the surface departs from that by
+    more than the outline threshold, the reference is replaced by a harmonic fill from around the anomaly, which
+    is exact on a plane and does not carry the median's bias over a large hole on a graded road."""
+    from .ground import fill_holes
+
+    cell = cfg["frame"]["cell_m"]
+    r = cfg["reference"]
+    size = (2 * int(round(r["along_m"] / cell / 2)) + 1, 2 * int(round(r["across_m"] / cell / 2)) + 1)
+    ok = road & ~np.isnan(z)
+    ref = _nanmedian_filter(z, ok, size)
+    dev = np.where(ok, (z - ref) * 1000.0, 0.0)
+    edge = min(cfg["potholes"]["edge_mm"], cfg["bumps"]["height_mm"] / 2)
+    away = ndimage.binary_dilation(ndimage.uniform_filter(dev, 3) <= -edge, iterations=2) | \
+        ndimage.binary_dilation(ndimage.uniform_filter(dev, 3) >= edge, iterations=2)
+    away &= road
+    if away.any() and not away.all():
+        # fill from the surface itself around the anomaly: the median next to a hole is pulled into it
+        num = ndimage.uniform_filter(np.where(ok, z, 0.0), 3)
+        den = ndimage.uniform_filter(ok.astype(float), 3)
+        src = np.where(den > 0.3, num / np.maximum(den, 1e-9), ref)
+        src[away] = np.nan
+        ref = np.where(away, fill_holes(src), ref)
+    return ref
+
+
+# --------------------------------------------------------------------------------------------- anomalies
+def _regions(devs, dev, free, thr, edge, min_area, cell):
+    """Anomalies on one side of the reference (devs smoothed, dev raw; positive = away from the reference):
+    regions above half the outline threshold that reach half the depth threshold, measured and then kept when
+    they pass the depth and area thresholds. Depth: median of the deepest quarter of the region's cells (a flat
+    bottom is not pushed up by the noise of one cell). Area: inside the outline threshold, on the deviation
+    interpolated to a quarter cell (whole 0.1 m cells are coarse for a 0.05 m2 hole)."""
+    lab, nlab = ndimage.label(free & (devs >= edge / 2))
+    if nlab == 0:
+        return []
+    peak = ndimage.maximum(devs, lab, np.arange(1, nlab + 1))
+    out = []
+    for k in np.flatnonzero(peak >= thr / 2) + 1:
+        m = lab == k
+        vals = np.sort(np.nan_to_num(dev[m], nan=-np.inf))[::-1]
+        depth = float(np.median(vals[:max(1, len(vals) // 4)]))
+        area = _contour_area(dev, m, edge, cell)
+        if depth >= thr and area >= min_area:
+            core = m & (devs >= edge)
+            out.append((core if core.any() else m, depth, area))
+    return out
+
+
+def _contour_area(dev, m, level, cell, up=4):
+    rr, cc = np.nonzero(ndimage.binary_dilation(m, iterations=2))
+    sub = np.nan_to_num(dev[rr.min():rr.max() + 1, cc.min():cc.max() + 1])
+    inside = np.pad(m, 0)[rr.min():rr.max() + 1, cc.min():cc.max() + 1]
+    fine = ndimage.zoom(sub, up, order=1, grid_mode=True, mode="nearest")
+    near = ndimage.zoom(ndimage.binary_dilation(inside).astype(np.uint8), up, order=0, grid_mode=True) > 0
+    return float(((fine >= level) & near).sum() * (cell / up) ** 2)
+
+
+def _outline(mask: np.ndarray, row0: int, p: Pass, cell: float, hw: float, zref: np.ndarray):
+    """The mask's outline as a world polygon with Z (height of the reference surface under each vertex)."""
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    rr, cc = np.nonzero(mask)
+    r0, c0 = rr.min(), cc.min()
+    sub = mask[r0:rr.max() + 1, c0:cc.max() + 1].astype(np.uint8)
+    polys = [shape(g) for g, v in shapes(sub, mask=sub.astype(bool)) if v == 1]
+    poly = max(polys, key=lambda q: q.area)
+    ring = np.asarray(poly.exterior.coords)  # (col, row) in cell units of sub
+    s = (row0 + r0 + ring[:, 1]) * cell
+    t = (c0 + ring[:, 0]) * cell - hw
+    x, y = p.to_world(s, t)
+    ri = np.clip((r0 + ring[:, 1]).astype(int), 0, zref.shape[0] - 1)
+    ci = np.clip((c0 + ring[:, 0]).astype(int), 0, zref.shape[1] - 1)
+    zz = zref[ri, ci]
+    return [[round(float(a), 3), round(float(b), 3), round(float(c), 3)] for a, b, c in zip(x, y, zz)]
+
+
+def find_steps(z, road, lane_cols, cfg):
+    """Steps (段差) across a lane: the median height over `window` after a station minus the one before, in
+    each offset column; a step where the lane's median jump passes the threshold and enough columns agree."""
+    st = cfg["steps"]
+    cell = cfg["frame"]["cell_m"]
+    w = max(1, int(round(st["window_m"] / cell)))
+    zz = np.where(road, z, np.nan)[:, lane_cols]
+    if zz.shape[0] < 2 * w + 1:
+        return []
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    win = sliding_window_view(zz, w, axis=0)  # rows - w + 1 windows
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(win, axis=-1)
+    jump = (med[w:] - med[:-w]) * 1000.0  # jump at row i + w (between [i, i+w) and [i+w, i+2w))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lane_jump = np.nanmedian(jump, axis=1)
+        share = np.mean(np.abs(jump) >= st["height_mm"] / 2, axis=1)
+    # the grade makes every window jump a little: take the jump against its running median over 4 m
+    lane_jump = lane_jump - ndimage.median_filter(np.nan_to_num(lane_jump), int(round(4.0 / cell)) | 1,
+                                                  mode="nearest")
+    hit = (np.abs(np.nan_to_num(lane_jump)) >= st["height_mm"]) & (share >= st["across_share"])
+    out = []
+    lab, n = ndimage.label(hit)
+    for k in range(1, n + 1):
+        rows = np.flatnonzero(lab == k)
+        best = rows[np.argmax(np.abs(lane_jump[rows]))]
+        out.append((int(best + w), float(lane_jump[best])))
+    return out
+
+
+def crack_cells(inten, n, road, cfg) -> np.ndarray:
+    """Cells darker than the median around them (1 m) by the configured share, kept where they line up over
+    the minimum crack length."""
+    c = cfg["cracks"]
+    cell = cfg["frame"]["cell_m"]
+    i = np.where(n > 0, inten / np.maximum(n, 1), np.nan)
+    ok = road & (n > 0)
+    bg = _nanmedian_filter(np.nan_to_num(i), ok, 2 * int(round(0.5 / cell)) + 1)
+    dark = ok & (i < (1 - c["intensity_drop"]) * bg)
+    lab, nl = ndimage.label(dark, structure=np.ones((3, 3)))
+    keep = np.zeros(dark.shape, bool)
+    for k, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        span = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) * cell
+        if span >= c["min_length_m"]:
+            keep[sl] |= lab[sl] == k
+    return keep
+
+
+def crack_ratio(cracks: np.ndarray, road: np.ndarray, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per 0.5 m mesh: cracked area (one crack component: 0.6 of the mesh, two or more: all of it) and road
+    area, in mesh units, on a (rows // m, cols // m) grid."""
+    m = max(1, int(round(cfg["cracks"]["mesh_m"] / cfg["frame"]["cell_m"])))
+    rows, cols = (cracks.shape[0] // m) * m, (cracks.shape[1] // m) * m
+    lab, _ = ndimage.label(cracks[:rows, :cols], structure=np.ones((3, 3)))
+    blocks = lab.reshape(rows // m, m, cols // m, m).transpose(0, 2, 1, 3).reshape(rows // m, cols // m, m * m)
+    count = np.array([[len(np.unique(b[b > 0])) for b in row] for row in blocks]) if blocks.size else \
+        np.zeros((0, 0))
+    cracked = np.where(count >= 2, 1.0, np.where(count == 1, 0.6, 0.0))
+    area = road[:rows, :cols].reshape(rows // m, m, cols // m, m).mean(axis=(1, 3))
+    return cracked, area
+
+
+# -------------------------------------------------------------------------------------------- the analysis
+def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -> dict:
+    """Anomalies, segments and the deviation grid of one pass from its summed grids."""
+    import warnings
+
+    f = cfg["frame"]
+    cell, hw = f["cell_m"], f["half_width_m"]
+    n = g["n"]
+    z = np.where(n > 0, g["z"] / np.maximum(n, 1), np.nan)
+    road = road_surface(g, cfg)
+    ref = reference_surface(z, road, cfg)
+    dev = (z - ref) * 1000.0
+    # Gaussian mean (0.7 cell) of the deviation over road cells with points: single-cell noise drops by about 2.5
+    valid = road & (n > 0)
+    num = ndimage.gaussian_filter(np.where(valid, dev, 0.0), 0.7, mode="constant", truncate=2.5)
+    den = ndimage.gaussian_filter(valid.astype(float), 0.7, mode="constant", truncate=2.5)
+    devs = np.where(valid, num / np.maximum(den, 1e-9), np.nan)
+    devs0 = np.nan_to_num(devs)
+    area_m2 = float(road.sum() * cell * cell)
+    density = float(n[road].sum() / max(area_m2, 1e-9))
+    nt = z.shape[1]
+    lanes_cfg = cfg["lanes"]
+    lw = lanes_cfg["width_m"]
+    offsets = (np.arange(nt) + 0.5) * cell - hw
+    # lanes: k * width centred, kept where enough of them is road
+    lanes = []
+    for k in range(-int(hw // lw), int(hw // lw) + 1):
+        cols = np.flatnonzero(np.abs(offsets - k * lw) < lw / 2)
+        if len(cols) and road[:, cols].mean() >= lanes_cfg["min_coverage"]:
+            lanes.append((k, cols))
+    anomalies = []
+    # steps first: a step is not a pothole or a bump next to it
+    step_rows = np.zeros(z.shape[0], bool)
+    for k, cols in lanes:
+        for row, h in find_steps(z, road, cols, cfg):
+            w = int(round(cfg["reference"]["along_m"] / cell / 2))
+            step_rows[max(0, row - w):row + w] = True
+            s = np.full(2, row * cell)
+            t = np.array([offsets[cols[0]], offsets[cols[-1]]])
+            x, y = p.to_world(s, t)
+            zz = [float(np.nanmedian(ref[row, cols])) + h / 2000.0] * 2
+            anomalies.append({"type": "step", "pass": pass_id, "lane": k, "station_m": round(row * cell, 2),
+                              "height_mm": round(h, 1), "depth_mm": None, "area_m2": None, "volume_m3": None,
+                              "length_m": round(float(t[1] - t[0]), 2),
+                              "geometry": {"type": "LineString", "coordinates":
+                                           [[round(a, 3), round(b, 3), round(c, 3)] for a, b, c in zip(x, y, zz)]}})
+    pc, bc = cfg["potholes"], cfg["bumps"]
+    free = road & ~step_rows[:, None]
+    for kind, sign, c in (("pothole", -1, pc), ("bump", 1, bc)):
+        thr = c["depth_mm"] if kind == "pothole" else c["height_mm"]
+        for m, peak, a in _regions(sign * devs0, sign * dev, free, thr, pc["edge_mm"], c["area_m2"], cell):
+            vol = float(np.nansum(np.clip(sign * dev[m], 0, None)) / 1000.0 * cell * cell)
+            rr, cc = np.nonzero(m)
+            sc, tc = (rr.mean() + 0.5) * cell, (cc.mean() + 0.5) * cell - hw
+            lane = int(np.round(tc / lw))
+            rec = {"type": kind, "pass": pass_id, "lane": lane, "station_m": round(sc, 2),
+                   "depth_mm" if kind == "pothole" else "height_mm": round(peak, 1),
+                   "height_mm" if kind == "pothole" else "depth_mm": None,
+                   "area_m2": round(a, 4), "volume_m3": round(vol, 5), "length_m": None,
+                   "geometry": {"type": "Polygon", "coordinates": [_outline(m, g.get("row0", 0), p, cell, hw, ref)]}}
+            if kind == "pothole":
+                rec["severity"] = "high" if peak >= pc["severe_depth_mm"] or a >= pc["severe_area_m2"] else \
+                    ("medium" if peak >= (pc["depth_mm"] + pc["severe_depth_mm"]) / 2 else "low")
+            anomalies.append(rec)
+    # cracks where the density resolves them
+    crack_on = density >= cfg["cracks"]["min_density_pts_m2"]
+    cracks = crack_cells(g["i"], n, road, cfg) if crack_on else np.zeros(road.shape, bool)
+    if crack_on:
+        lab, nl = ndimage.label(cracks, structure=np.ones((3, 3)))
+        for k, sl in enumerate(ndimage.find_objects(lab), start=1):
+            m = np.zeros(road.shape, bool)
+            m[sl] = lab[sl] == k
+            rr, cc = np.nonzero(m)
+            span = max(np.ptp(rr), np.ptp(cc)) * cell + cell
+            anomalies.append({"type": "crack", "pass": pass_id, "lane": int(np.round(((cc.mean() + .5) * cell - hw)
+                                                                                      / lw)),
+                              "station_m": round((rr.mean() + 0.5) * cell, 2), "depth_mm": None, "height_mm": None,
+                              "area_m2": round(float(m.sum() * cell * cell), 4), "volume_m3": None,
+                              "length_m": round(float(span), 2),
+                              "geometry": {"type": "Polygon", "coordinates": [_outline(m, 0, p, cell, hw, ref)]}})
+    for a in anomalies:
+        a["severity"] = a.get("severity") or _severity(a, cfg)
+        if sheet_of is not None:
+            xy = np.asarray(a["geometry"]["coordinates"][0] if a["geometry"]["type"] == "Polygon"
+                            else a["geometry"]["coordinates"])
+            a["sheet"] = sheet_of(float(xy[:, 0].mean()), float(xy[:, 1].mean()))
+    segments = _segments(p, g, z, ref, road, cracks if crack_on else None, lanes, offsets, cfg, pass_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        noise = float(np.nanstd(dev[valid & ~ndimage.binary_dilation(np.abs(devs0) >= pc["edge_mm"], iterations=3)]))
+    return {"anomalies": anomalies, "segments": segments, "dev": np.where(road, dev, np.nan), "road": road,
+            "quality": {"road_area_m2": round(area_m2, 2), "density_pts_m2": round(density, 1),
+                        "surface_noise_mm": round(noise, 2), "cracks_attempted": bool(crack_on),
+                        "lanes": [k for k, _ in lanes]}}
+
+
+def _severity(a: dict, cfg: dict) -> str:
+    if a["type"] == "crack":
+        return "low"
+    h = abs(a.get("height_mm") or a.get("depth_mm") or 0)
+    lim = cfg["steps"]["height_mm"] if a["type"] == "step" else cfg["bumps"]["height_mm"]
+    return "high" if h >= 2 * lim else ("medium" if h >= 1.5 * lim else "low")
+
+
+def wheel_profile(g, road, cols_band, cell, max_gap_m):
+    """Mean height of the points per station over a wheel path's band (a tyre's width), and the standard error
+    of that mean from the points' spread within their cells; gaps up to max_gap bridged linearly, longer stay
+    NaN."""
+    m = road[:, cols_band]
+    n = np.where(m, g["n"][:, cols_band], 0).sum(axis=1)
+    sz = np.where(m, g["z"][:, cols_band], 0).sum(axis=1)
+    within = np.where(m, g["zz"][:, cols_band] - g["z"][:, cols_band] ** 2 / np.maximum(g["n"][:, cols_band], 1),
+                      0).sum()
+    dof = np.where(m, np.maximum(g["n"][:, cols_band] - 1, 0), 0).sum()
+    sigma = float(np.sqrt(max(within, 0) / dof)) if dof else float("nan")
+    prof = np.where(n > 0, sz / np.maximum(n, 1), np.nan)
+    stderr = sigma / np.sqrt(np.median(n[n > 0])) if (n > 0).any() else float("nan")
+    bad = np.isnan(prof)
+    if bad.all() or not bad.any():
+        return prof, stderr
+    idx = np.arange(len(prof))
+    filled = np.interp(idx, idx[~bad], prof[~bad])
+    lab, nl = ndimage.label(bad)
+    sizes = ndimage.sum(bad, lab, np.arange(1, nl + 1))
+    long_gap = np.isin(lab, np.flatnonzero(sizes * cell > max_gap_m) + 1)
+    edge = (idx < np.flatnonzero(~bad)[0]) | (idx > np.flatnonzero(~bad)[-1])
+    return np.where(long_gap | edge, np.nan, filled), stderr
+
+
+def _segments(p, g, z, ref, road, cracks, lanes, offsets, cfg, pass_id):
+    import warnings
+
+    cell = cfg["frame"]["cell_m"]
+    sc, lc = cfg["segments"], cfg["lanes"]
+    rows = z.shape[0]
+    seg_rows = int(round(sc["length_m"] / cell))
+    bounds = list(range(0, rows, seg_rows)) + [rows]
+    if len(bounds) > 2 and (bounds[-1] - bounds[-2]) * cell < sc["min_length_m"]:
+        bounds.pop(-2)
+    prof_rows = max(1, int(round(sc["profile_step_m"] / cell)))
+    band = lc["wheel_band_m"] / 2
+    out = []
+    for k, cols in lanes:
+        centre = k * lc["width_m"]
+        rs = {}
+        for side, off in (("left", centre + lc["wheel_offset_m"]), ("right", centre - lc["wheel_offset_m"])):
+            bc = np.flatnonzero(np.abs(offsets - off) <= band)
+            prof, stderr = wheel_profile(g, road, bc, cell, sc["max_gap_m"])
+            rs[side] = (prof, pavement.rectified_with_gaps(prof, cell), pavement.noise_iri(stderr, cell))
+        for i0, i1 in zip(bounds[:-1], bounds[1:]):
+            rec = {"pass": pass_id, "lane": k, "segment": len([o for o in out if o["lane"] == k]),
+                   "station_from_m": round(i0 * cell, 1), "station_to_m": round(i1 * cell, 1)}
+            ruts = []
+            for r in range(i0, i1 - prof_rows + 1, prof_rows):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    prof = np.nanmean(np.where(road[r:r + prof_rows, cols], z[r:r + prof_rows, cols], np.nan),
+                                      axis=0)
+                if np.mean(~np.isnan(prof)) >= lc["min_coverage"]:
+                    # 0.3 m running mean across: the straightedge would otherwise rest on noise peaks
+                    ok = ~np.isnan(prof)
+                    num = ndimage.uniform_filter1d(np.where(ok, prof, 0.0), 3, mode="nearest")
+                    den = ndimage.uniform_filter1d(ok.astype(float), 3, mode="nearest")
+                    prof = np.where(ok, num / np.maximum(den, 1e-9), np.nan)
+                    ruts.append(max(pavement.rut_depth(offsets[cols] - centre, prof)))
+            ruts = np.array([r for r in ruts if not np.isnan(r)])
+            rec["rut_mm"] = round(float(ruts.mean()), 1) if len(ruts) else None
+            rec["rut_max_mm"] = round(float(ruts.max()), 1) if len(ruts) else None
+            iris, sigmas = [], []
+            for side in ("left", "right"):
+                prof, r, noise = rs[side]
+                seg = r[i0:i1]
+                # a segment's IRI needs the car on at least 90 % of it
+                if np.mean(~np.isnan(seg)) >= 0.9:
+                    iris.append(pavement.iri_noise_corrected(float(np.nanmean(seg)), noise))
+                sigmas.append(pavement.flatness_sigma(prof[i0:i1], cell))
+            rec["iri_mm_m"] = round(float(np.mean(iris)), 2) if len(iris) == 2 else None
+            sig = [s for s in sigmas if not np.isnan(s)]
+            rec["sigma_mm"] = round(float(np.mean(sig)), 2) if sig else None
+            if cracks is not None:
+                cr, area = crack_ratio(cracks[i0:i1, cols], road[i0:i1, cols], cfg)
+                rec["crack_pct"] = round(float(cr.sum() / max(area.sum(), 1e-9) * 100), 1)
+            else:
+                rec["crack_pct"] = None
+            rec.update(pavement.mci(rec["crack_pct"], rec["rut_mm"] if rec["rut_mm"] is not None else np.nan,
+                                    rec["sigma_mm"], cfg["mci"]))
+            cls = pavement.inspection_class(rec["crack_pct"], rec["rut_mm"], rec["iri_mm_m"], cfg["classes"])
+            rec.update({f"class_{k2}": v for k2, v in cls.items()})
+            ss = np.linspace(i0 * cell, i1 * cell, max(2, int((i1 - i0) * cell // 5) + 1))
+            x, y = p.to_world(ss, np.full(len(ss), centre))
+            zz = np.interp(ss / cell, np.arange(rows), np.nan_to_num(ref[:, cols].mean(axis=1)))
+            rec["geometry"] = {"type": "LineString", "coordinates": [[round(a, 3), round(b, 3), round(c, 3)]
+                                                                     for a, b, c in zip(x, y, zz)]}
+            out.append(rec)
+    return out

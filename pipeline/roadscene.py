@@ -1,0 +1,161 @@
+"""Synthetic MMS road scenes with known answers (for tests, the demo and the benchmark): a road of lanes between
+kerbs and sidewalks, with crossfall, grade, a longitudinal roughness of known IRI, ruts of known depth, potholes,
+bumps, steps, manhole covers and cracks, scanned like an MMS at a given density with Gaussian noise.
+
+The vehicle drives the centre of lane 0 (offset 0); offsets are positive to the left of the direction of travel.
+The crossfall is one-sided (linear across the road), so a rut's straightedge depth is exactly its depth."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class RoadScene:
+    length: float = 200.0
+    density: float = 400.0  # points per m2
+    noise: float = 0.005  # m, std of heights
+    seed: int = 0
+    origin: tuple = (-9000.0, -117300.0)  # EPSG:6676 of station 0 (Shizuoka city area)
+    z0: float = 20.0
+    heading_deg: float = 30.0  # direction of travel, counter-clockwise from east
+    radius: float | None = None  # m, curve to the left (None: straight)
+    lanes: tuple = (-1, 0, 1)
+    lane_width: float = 3.0
+    kerb: float = 0.15  # m, sidewalk above road
+    sidewalk: float = 2.0
+    grade: float = 0.01
+    crossfall: float = 0.02
+    roughness: float = 0.4  # scale of the longitudinal roughness (0.4: IRI about 2.5 mm/m)
+    rut_depth: float = 0.0  # m, in both wheel paths of every lane
+    rut_width: float = 0.8
+    potholes: list = field(default_factory=list)  # dicts: s, t, a (along), b (across), depth (m)
+    bumps: list = field(default_factory=list)  # same, height (m)
+    steps: list = field(default_factory=list)  # dicts: s, height (m): the road rises by height after s
+    manholes: list = field(default_factory=list)  # dicts: s, t, radius, offset (m, + up)
+    cracks: list = field(default_factory=list)  # dicts: s0, t0, s1, t1 (a straight crack)
+    speed: float = 10.0  # m/s
+    time0: float = 1.0e8
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def road_edges(self) -> tuple[float, float]:
+        return (min(self.lanes) - 0.5) * self.lane_width, (max(self.lanes) + 0.5) * self.lane_width
+
+    def to_world(self, s, t):
+        h = np.radians(self.heading_deg)
+        if self.radius is None:
+            th = np.full(np.shape(s), h)
+            cx, cy = self.origin[0] + s * np.cos(h), self.origin[1] + s * np.sin(h)
+        else:
+            th = h + np.asarray(s) / self.radius
+            cx = self.origin[0] + self.radius * (np.sin(th) - np.sin(h))
+            cy = self.origin[1] - self.radius * (np.cos(th) - np.cos(h))
+        return cx - t * np.sin(th), cy + t * np.cos(th)
+
+    def _rough(self):
+        rng = np.random.default_rng(self.seed + 1000)
+        lam = np.geomspace(0.5, 60.0, 40)
+        amp = 0.00045 * lam ** 0.8 * self.roughness
+        return lam, amp * rng.uniform(0.5, 1.0, len(lam)), rng.uniform(0, 2 * np.pi, (2, len(lam)))
+
+    def roughness_at(self, s):
+        """Common (a) and left-right (b) roughness at stations s: left wheel path a + b, right a - b."""
+        lam, amp, ph = self._rough()
+        arg = 2 * np.pi * np.asarray(s)[..., None] / lam
+        return (amp * np.sin(arg + ph[0])).sum(-1), 0.3 * (amp * np.sin(arg + ph[1])).sum(-1)
+
+    def surface(self, s, t, with_features=True):
+        s, t = np.asarray(s, float), np.asarray(t, float)
+        lo, hi = self.road_edges
+        a, b = self.roughness_at(s)
+        z = self.z0 + self.grade * s - self.crossfall * t + a + b * np.clip(t, -0.8, 0.8) / 0.8
+        z = z + np.where((t < lo) | (t > hi), self.kerb, 0.0)
+        if not with_features:
+            return z
+        for k in self.lanes:
+            for w in (-0.8, 0.8):
+                u = t - (k * self.lane_width + w)
+                z -= np.where(np.abs(u) < self.rut_width / 2, self.rut_depth * np.cos(np.pi * u / self.rut_width) ** 2,
+                              0.0)
+        for p in self.potholes:
+            z -= self._bowl(s, t, p) * p["depth"]
+        for p in self.bumps:
+            z += self._bowl(s, t, p) * p["height"]
+        for st in self.steps:
+            z += np.where((s >= st["s"]) & (t >= lo) & (t <= hi), st["height"], 0.0)
+        for m in self.manholes:
+            z += np.where(np.hypot(s - m["s"], t - m["t"]) < m["radius"], m["offset"], 0.0)
+        return z
+
+    @staticmethod
+    def _bowl(s, t, p):
+        """0..1: flat bottom with walls over the outer 15 % of the radius (potholes are steep-sided)."""
+        r = np.hypot((s - p["s"]) / p["a"], (t - p["t"]) / p["b"])
+        return np.clip((1 - r) / 0.15, 0, 1)
+
+    # ------------------------------------------------------------------ truth
+    def wheel_profile(self, lane: int, side: str, dx: float = 0.05):
+        """The true longitudinal profile of a wheel path (stations, heights), ruts and all, no noise."""
+        s = np.arange(0, self.length, dx)
+        t = np.full(len(s), lane * self.lane_width + (0.8 if side == "left" else -0.8))
+        return s, self.surface(s, t)
+
+    def pothole_truth(self) -> list[dict]:
+        return [{"s": p["s"], "t": p["t"], "depth_mm": p["depth"] * 1000, "area_m2": np.pi * p["a"] * p["b"],
+                 "xy": tuple(float(v) for v in self.to_world(np.array(p["s"]), np.array(p["t"])))}
+                for p in self.potholes]
+
+    # ------------------------------------------------------------------ scan
+    def points(self) -> dict:
+        """Columns x, y, z, intensity, gps_time, classification (0), sorted by time."""
+        rng = np.random.default_rng(self.seed)
+        lo, hi = self.road_edges
+        tmin, tmax = lo - self.sidewalk, hi + self.sidewalk
+        n = rng.poisson(self.density * self.length * (tmax - tmin))
+        s = rng.uniform(0, self.length, n)
+        t = rng.uniform(tmin, tmax, n)
+        z = self.surface(s, t) + rng.normal(0, self.noise, n)
+        inten = np.where((t < lo) | (t > hi), 2500.0, 1500.0) * rng.normal(1.0, 0.08, n)
+        for m in self.manholes:
+            inten = np.where(np.hypot(s - m["s"], t - m["t"]) < m["radius"], 3500.0 * rng.normal(1.0, 0.08, n), inten)
+        for c in self.cracks:
+            p0, p1 = np.array([c["s0"], c["t0"]]), np.array([c["s1"], c["t1"]])
+            d = p1 - p0
+            u = np.clip(((s - p0[0]) * d[0] + (t - p0[1]) * d[1]) / (d @ d), 0, 1)
+            dist = np.hypot(s - p0[0] - u * d[0], t - p0[1] - u * d[1])
+            inten = np.where(dist < c.get("width", 0.05) / 2, inten * 0.4, inten)
+        x, y = self.to_world(s, t)
+        order = np.argsort(s, kind="stable")
+        return {"x": x[order], "y": y[order], "z": z[order],
+                "intensity": np.clip(inten[order], 0, 65535).astype(np.uint16),
+                "gps_time": self.time0 + s[order] / self.speed,
+                "classification": np.zeros(n, np.uint8)}
+
+    def trajectory(self, step: float = 1.0) -> np.ndarray:
+        """time, E, N, H of the vehicle (lane 0 centre) every `step` metres."""
+        s = np.arange(0, self.length + step / 2, step)
+        x, y = self.to_world(s, np.zeros(len(s)))
+        return np.column_stack([self.time0 + s / self.speed, x, y, self.surface(s, np.zeros(len(s)), False) + 2.0])
+
+    def write(self, path: str, trajectory_csv: str | None = None) -> int:
+        """Write the scan as LAS 1.4 PDRF 6 in EPSG:6676 + JGD2011 height (and the trajectory CSV)."""
+        import laspy
+        from pyproj import CRS
+
+        c = self.points()
+        h = laspy.LasHeader(point_format=6, version="1.4")
+        h.scales = [0.001] * 3
+        h.offsets = [np.floor(c["x"].min()), np.floor(c["y"].min()), 0.0]
+        h.add_crs(CRS.from_epsg(6676))  # heights T.P., as the demo MMS
+        las = laspy.LasData(h)
+        las.x, las.y, las.z = c["x"], c["y"], c["z"]
+        las.intensity = c["intensity"]
+        las.gps_time = c["gps_time"]
+        las.classification = c["classification"]
+        las.write(path)
+        if trajectory_csv:
+            np.savetxt(trajectory_csv, self.trajectory(), delimiter=",", header="time,E,N,H", comments="",
+                       fmt=["%.4f", "%.4f", "%.4f", "%.4f"])
+        return len(c["x"])
