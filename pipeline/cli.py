@@ -106,6 +106,24 @@ def cmd_deer(a) -> int:
     return 0
 
 
+def cmd_road(a) -> int:
+    from .stages.road import road
+
+    s = road(a.paths, a.out, a.source, trajectory=a.trajectory, previous=a.previous, config_path=a.config,
+             assume_crs=a.assume_crs, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet)
+    an = s["anomalies"]
+    print(f"road {a.source}: {len(s['passes'])} pass(es), {s['segments']} segments (class I/II/III: "
+          f"{s['classes']['I']}/{s['classes']['II']}/{s['classes']['III']}); {an['pothole']} potholes, "
+          f"{an['step']} steps, {an['bump']} bumps, {an['crack']} cracks -> {os.path.dirname(s['files']['summary'])}/")
+    for q in s["passes"]:
+        print(f"  pass {q['pass']}: {q['length_m']} m ({q['source']}), road {q['road_area_m2']} m2 at "
+              f"{q['density_pts_m2']} pts/m2, surface noise {q['surface_noise_mm']} mm, cracks "
+              f"{'attempted' if q['cracks_attempted'] else 'not attempted (density too low)'}")
+    if s["changes"]:
+        print("  against the previous survey: " + ", ".join(f"{v} {k}" for k, v in s["changes"].items()))
+    return 0
+
+
 def cmd_heightmap(a) -> int:
     from .layers.heightmap import export_heightmap
 
@@ -219,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML with a 'deer:' section overriding pipeline/layers/deer.yaml")
     s.add_argument("--as-of", help="survey date (ISO) for 'recent' captures; default: the latest capture")
     s.set_defaults(func=cmd_deer)
+
+    s = sub.add_parser("road", help="road layer from MMS: potholes, steps, bumps, cracks, rut/IRI/MCI per segment")
+    s.add_argument("paths", nargs="+", help="MMS files or folders")
+    s.add_argument("--out", required=True, help="run directory (sheets; products under road/<source>/)")
+    s.add_argument("--source", default="mms", choices=SOURCES)
+    s.add_argument("--trajectory", help="CSV of time, E, N, H in the target CRS (default: rebuilt from GPS time)")
+    s.add_argument("--previous", help="an earlier road output (run directory or its road/<source>/) to compare")
+    s.add_argument("--config", help="YAML with a road: mapping over pipeline/layers/road.yaml (and profiles:)")
+    s.add_argument("--assume-crs", help="CRS for inputs that carry none (e.g. 7415 for the Amsterdam tiles)")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--scheduler")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_road)
 
     s = sub.add_parser("heightmap", help="16-bit PNG/RAW heightmap + JSON sidecar from a DTM, for simulators")
     s.add_argument("dtm", help="DTM GeoTIFF (e.g. RUN_DIR/terrain/als/dtm.tif)")

@@ -159,3 +159,70 @@ class RoadScene:
             np.savetxt(trajectory_csv, self.trajectory(), delimiter=",", header="time,E,N,H", comments="",
                        fmt=["%.4f", "%.4f", "%.4f", "%.4f"])
         return len(c["x"])
+
+
+# ------------------------------------------------------------------ real roads with injected potholes
+def densify(x, y, z, extra: dict, density: float, noise: float, seed: int = 0) -> dict:
+    """Resample real road points to `density` pts/m2: new positions jittered around randomly chosen real points
+    (so coverage stays where the scan was), heights inverse-distance weighted from the three nearest real points
+    plus Gaussian noise; other columns (`extra`) copied from the chosen point."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    occupied = len(np.unique(np.floor(x / 0.5) * 1e7 + np.floor(y / 0.5))) * 0.25
+    n = int(density * occupied)
+    src = rng.integers(0, len(x), n)
+    spacing = np.sqrt(occupied / len(x))
+    nx = x[src] + rng.uniform(-spacing / 2, spacing / 2, n)
+    ny = y[src] + rng.uniform(-spacing / 2, spacing / 2, n)
+    x0, y0 = x.mean(), y.mean()
+    dist, idx = cKDTree(np.column_stack([x - x0, y - y0])).query(np.column_stack([nx - x0, ny - y0]), k=3)
+    w = 1.0 / np.maximum(dist, 1e-3)
+    nz = (z[idx] * w).sum(axis=1) / w.sum(axis=1) + rng.normal(0, noise, n)
+    out = {"x": nx, "y": ny, "z": nz}
+    out.update({k: np.asarray(v)[src] for k, v in extra.items()})
+    return out
+
+
+def cast_depth_map(ply_path: str, cells: int = 64) -> np.ndarray:
+    """The top surface of the scanned pothole cast (a gypsum negative of a real pothole) as a depth map on a
+    cells x cells grid, 0 outside, 1 at its deepest; gaps inside filled harmonically."""
+    from plyfile import PlyData
+    from scipy import ndimage
+
+    from .layers.ground import fill_holes
+
+    v = PlyData.read(ply_path)["vertex"]
+    x, y, z = (np.asarray(v[k], float) for k in "xyz")
+    span = max(np.ptp(x), np.ptp(y))
+    i = np.clip(((y - y.min()) / span * cells).astype(int), 0, cells - 1)
+    j = np.clip(((x - x.min()) / span * cells).astype(int), 0, cells - 1)
+    top = np.full(cells * cells, -np.inf)
+    np.maximum.at(top, i * cells + j, z - z.min())
+    top = top.reshape(cells, cells)
+    inside = ndimage.binary_fill_holes(np.isfinite(top))
+    grid = np.where(np.isfinite(top), top, np.nan)
+    grid[~inside] = 0.0
+    grid = fill_holes(grid)
+    return np.clip(grid / grid.max(), 0, 1)
+
+
+def inject(cols: dict, depth_map: np.ndarray, cx: float, cy: float, size: float, depth: float, angle: float) -> dict:
+    """Press a pothole of the depth map's shape into the points: `size` metres across the map, `depth` metres at
+    its deepest, rotated by `angle` radians, centred at (cx, cy). Returns the truth: area (m2) inside the 10 mm
+    outline and at any depth, volume, depth."""
+    from scipy import ndimage
+
+    cells = depth_map.shape[0]
+    ca, sa = np.cos(angle), np.sin(angle)
+    dx, dy = cols["x"] - cx, cols["y"] - cy
+    u = (ca * dx + sa * dy) / size * cells + cells / 2
+    v = (-sa * dx + ca * dy) / size * cells + cells / 2
+    near = (u > -1) & (u < cells) & (v > -1) & (v < cells)
+    d = np.zeros(len(dx))
+    d[near] = ndimage.map_coordinates(depth_map, [v[near] - 0.5, u[near] - 0.5], order=1, mode="constant")
+    cols["z"] = cols["z"] - d * depth
+    cell_area = (size / cells) ** 2
+    return {"x": cx, "y": cy, "depth_mm": depth * 1000, "area_m2": float((depth_map * depth >= 0.010).sum() * cell_area),
+            "footprint_m2": float((depth_map > 0).sum() * cell_area),
+            "volume_m3": float(depth_map.sum() * depth * cell_area)}

@@ -26,7 +26,7 @@ def load_config(path=None) -> dict:
     if path:
         with open(path, encoding="utf-8") as f:
             user = yaml.safe_load(f) or {}
-        cfg = _merge(cfg, user.get("road", user))
+        cfg = _merge(cfg, user.get("road") or {})
     return cfg
 
 
@@ -217,38 +217,45 @@ def merge_sums(parts: list[dict], rows: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- surface
+def _blocks(a: np.ndarray, b: int) -> np.ndarray:
+    """Sums over b x b blocks (the grid padded with zeros to whole blocks)."""
+    r, c = -(-a.shape[0] // b) * b, -(-a.shape[1] // b) * b
+    a = np.pad(a, ((0, r - a.shape[0]), (0, c - a.shape[1])))
+    return a.reshape(r // b, b, c // b, b).sum(axis=(1, 3))
+
+
 def road_surface(g: dict, cfg: dict) -> np.ndarray:
-    """Road cells: class 11 where the input carries it, else the cells connected to the vehicle's track without
-    crossing a kerb-sized step or rough ground; enclosed holes (deep potholes, covers) belong to the road."""
+    """Road cells: class 11 where the input carries it, else the blocks (0.3 m) connected to the vehicle's track
+    without crossing a kerb-sized height step between neighbours or rough ground; enclosed holes (deep potholes,
+    covers) belong to the road. Blocks, not cells: at 100 pts/m2 a 0.1 m cell holds one point, and a kerb's
+    sloped face spreads its step over several cells."""
     n = g["n"]
     has = n > 0
     if g["n11"].sum() > 0.1 * n.sum():
         road = (g["n11"] > 0.5 * n)
         return ndimage.binary_fill_holes(ndimage.binary_closing(road, iterations=2)) & has | road
     sc = cfg["surface"]
-    z = np.where(has, g["z"] / np.maximum(n, 1), np.nan)
-    std = np.sqrt(np.maximum(g["zz"] / np.maximum(n, 1) - np.nan_to_num(z) ** 2, 0))
+    b = max(1, int(round(sc["block_m"] / cfg["frame"]["cell_m"])))
+    nb, zb, zzb = (_blocks(g[k], b) for k in ("n", "z", "zz"))
+    hb = nb > 0
+    z = np.where(hb, zb / np.maximum(nb, 1), np.nan)
+    std = np.sqrt(np.maximum(zzb / np.maximum(nb, 1) - np.nan_to_num(z) ** 2, 0))
     step = np.zeros(z.shape)
     for axis in (0, 1):
-        d = np.abs(np.diff(z, axis=axis))
-        d = np.nan_to_num(d, nan=0.0)
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (1, 0)
-        step = np.maximum(step, np.pad(d, pad))
-        pad[axis] = (0, 1)
-        step = np.maximum(step, np.pad(d, pad))
-    ok = has & (step <= sc["kerb_step_m"]) & ~((std > sc["rough_max_m"]) & (n >= 3))
+        d = np.nan_to_num(np.abs(np.diff(z, axis=axis)), nan=0.0)
+        for pad in ((1, 0), (0, 1)):
+            pw = [(0, 0), (0, 0)]
+            pw[axis] = pad
+            step = np.maximum(step, np.pad(d, pw))
+    ok = hb & (step <= sc["kerb_step_m"]) & ~((std > sc["rough_max_m"]) & (nb >= 3))
     lab, _ = ndimage.label(ok)
-    nt = z.shape[1]
-    mid = slice(nt // 2 - 5, nt // 2 + 5)  # +-0.5 m around the track
-    seeds = np.unique(lab[:, mid])
-    road = np.isin(lab, seeds[seeds > 0])
-    # the lower side of a kerb step is road (gutter): take edge cells no higher than the road beside them
-    edge = has & ~road & ndimage.binary_dilation(road)
-    if edge.any():
-        ref = ndimage.grey_dilation(np.where(road, z, -np.inf), size=3)
-        road |= edge & (z <= ref + 0.01)
-    return ndimage.binary_fill_holes(road)
+    mid = z.shape[1] // 2
+    band = lab[:, max(0, mid - 2):mid + 2]  # the blocks under the vehicle's track
+    ids, counts = np.unique(band[band > 0], return_counts=True)
+    road = np.isin(lab, ids[counts >= 0.1 * band.shape[0]]) if len(ids) else np.zeros(z.shape, bool)
+    road = ndimage.binary_fill_holes(road)
+    cells = np.repeat(np.repeat(road, b, axis=0), b, axis=1)[:n.shape[0], :n.shape[1]]
+    return cells
 
 
 def _nanmedian_filter(z: np.ndarray, mask: np.ndarray, size) -> np.ndarray:
@@ -273,9 +280,12 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
     ok = road & ~np.isnan(z)
     ref = _nanmedian_filter(z, ok, size)
     dev = np.where(ok, (z - ref) * 1000.0, 0.0)
-    edge = min(cfg["potholes"]["edge_mm"], cfg["bumps"]["height_mm"] / 2)
-    away = ndimage.binary_dilation(ndimage.uniform_filter(dev, 3) <= -edge, iterations=2) | \
-        ndimage.binary_dilation(ndimage.uniform_filter(dev, 3) >= edge, iterations=2)
+    # anomalies reach out past their outline with shallow rims: take them wide (a third of the outline depth,
+    # on a 0.5 m mean, grown by 0.4 m) so the fill starts on undisturbed pavement
+    edge = min(cfg["potholes"]["edge_mm"], cfg["bumps"]["height_mm"] / 2) / 3
+    sm = ndimage.uniform_filter(dev, 5)
+    grow = max(1, int(round(0.4 / cell)))
+    away = ndimage.binary_dilation((sm <= -edge) | (sm >= edge), iterations=grow)
     away &= road
     if away.any() and not away.all():
         # fill from the surface itself around the anomaly: the median next to a hole is pulled into it
@@ -288,25 +298,32 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- anomalies
-def _regions(devs, dev, free, thr, edge, min_area, cell):
+def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell):
     """Anomalies on one side of the reference (devs smoothed, dev raw; positive = away from the reference):
-    regions above half the outline threshold that reach half the depth threshold, measured and then kept when
-    they pass the depth and area thresholds. Depth: median of the deepest quarter of the region's cells (a flat
-    bottom is not pushed up by the noise of one cell). Area: inside the outline threshold, on the deviation
-    interpolated to a quarter cell (whole 0.1 m cells are coarse for a 0.05 m2 hole)."""
+    regions above half the outline threshold that reach half the depth threshold inside `seeds_ok` (the road
+    away from its edges: a kerb's rim is not a bump), measured and kept when they pass the depth and area
+    thresholds. Depth: the deepest cell of the smoothed deviation (potholes are bowls more often than flat).
+    Area: inside the outline threshold, on the deviation interpolated to a quarter cell
+    (whole 0.1 m cells are coarse for a 0.05 m2 hole)."""
     lab, nlab = ndimage.label(free & (devs >= edge / 2))
     if nlab == 0:
         return []
-    peak = ndimage.maximum(devs, lab, np.arange(1, nlab + 1))
+    peak = ndimage.maximum(np.where(seeds_ok, devs, -np.inf), lab, np.arange(1, nlab + 1))
     out = []
+    slices = ndimage.find_objects(lab)
     for k in np.flatnonzero(peak >= thr / 2) + 1:
-        m = lab == k
-        vals = np.sort(np.nan_to_num(dev[m], nan=-np.inf))[::-1]
-        depth = float(np.median(vals[:max(1, len(vals) // 4)]))
-        area = _contour_area(dev, m, edge, cell)
-        if depth >= thr and area >= min_area:
-            core = m & (devs >= edge)
-            out.append((core if core.any() else m, depth, area))
+        sl = slices[k - 1]
+        sl = tuple(slice(max(0, q.start - 3), q.stop + 3) for q in sl)  # room for the outline's dilation
+        m = lab[sl] == k
+        depth = float(devs[sl][m].max())
+        if depth < thr:
+            continue
+        area = _contour_area(dev[sl], m, edge, cell)
+        if area >= min_area:
+            core = m & (devs[sl] >= edge)
+            full = np.zeros(devs.shape, bool)
+            full[sl] = core if core.any() else m
+            out.append((full, depth, area))
     return out
 
 
@@ -315,7 +332,7 @@ def _contour_area(dev, m, level, cell, up=4):
     sub = np.nan_to_num(dev[rr.min():rr.max() + 1, cc.min():cc.max() + 1])
     inside = np.pad(m, 0)[rr.min():rr.max() + 1, cc.min():cc.max() + 1]
     fine = ndimage.zoom(sub, up, order=1, grid_mode=True, mode="nearest")
-    near = ndimage.zoom(ndimage.binary_dilation(inside).astype(np.uint8), up, order=0, grid_mode=True) > 0
+    near = np.kron(ndimage.binary_dilation(inside), np.ones((up, up), bool))
     return float(((fine >= level) & near).sum() * (cell / up) ** 2)
 
 
@@ -365,7 +382,22 @@ def find_steps(z, road, lane_cols, cfg):
     # the grade makes every window jump a little: take the jump against its running median over 4 m
     lane_jump = lane_jump - ndimage.median_filter(np.nan_to_num(lane_jump), int(round(4.0 / cell)) | 1,
                                                   mode="nearest")
-    hit = (np.abs(np.nan_to_num(lane_jump)) >= st["height_mm"]) & (share >= st["across_share"])
+    # a step stays: the level 0.5-1.5 m after it minus the level before it must carry at least half the jump
+    # (a pothole or a bump across the lane jumps down and comes back up)
+    far_w = max(1, int(round(1.0 / cell)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lane = np.nanmedian(zz, axis=1)
+        level = np.nanmedian(sliding_window_view(lane, far_w), axis=-1)  # level[j]: rows j .. j + far_w
+    far = np.full(len(lane_jump), np.nan)
+    i = np.arange(len(lane_jump))
+    after, before = i + 2 * w, i - far_w  # windows starting w after the step row (i + w) and ending w before it
+    ok = (before >= 0) & (after < len(level))
+    far[ok] = (level[after[ok]] - level[before[ok]]) * 1000.0
+    grade = ndimage.median_filter(np.nan_to_num(far), int(round(6.0 / cell)) | 1, mode="nearest")
+    far = far - grade
+    persist = (np.sign(np.nan_to_num(far)) == np.sign(lane_jump)) & (np.abs(np.nan_to_num(far)) >= 0.5 * np.abs(lane_jump))
+    hit = (np.abs(np.nan_to_num(lane_jump)) >= st["height_mm"]) & (share >= st["across_share"]) & persist
     out = []
     lab, n = ndimage.label(hit)
     for k in range(1, n + 1):
@@ -421,6 +453,13 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
     road = road_surface(g, cfg)
     ref = reference_surface(z, road, cfg)
     dev = (z - ref) * 1000.0
+    # Level each row (one station across the road) by its median deviation: MMS scan lines carry height offsets
+    # of their own (vehicle pitch and heave), which show as stripes across the road; a pothole fills too little
+    # of a row to move its median. The reference is long along the road and so does not follow them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        row_off = np.nanmedian(np.where(road, dev, np.nan), axis=1)
+    dev = dev - np.nan_to_num(row_off)[:, None]
     # Gaussian mean (0.7 cell) of the deviation over road cells with points: single-cell noise drops by about 2.5
     valid = road & (n > 0)
     num = ndimage.gaussian_filter(np.where(valid, dev, 0.0), 0.7, mode="constant", truncate=2.5)
@@ -457,9 +496,10 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
                                            [[round(a, 3), round(b, 3), round(c, 3)] for a, b, c in zip(x, y, zz)]}})
     pc, bc = cfg["potholes"], cfg["bumps"]
     free = road & ~step_rows[:, None]
+    inner = ndimage.binary_erosion(road, iterations=3)
     for kind, sign, c in (("pothole", -1, pc), ("bump", 1, bc)):
         thr = c["depth_mm"] if kind == "pothole" else c["height_mm"]
-        for m, peak, a in _regions(sign * devs0, sign * dev, free, thr, pc["edge_mm"], c["area_m2"], cell):
+        for m, peak, a in _regions(sign * devs0, sign * dev, free, inner, thr, pc["edge_mm"], c["area_m2"], cell):
             vol = float(np.nansum(np.clip(sign * dev[m], 0, None)) / 1000.0 * cell * cell)
             rr, cc = np.nonzero(m)
             sc, tc = (rr.mean() + 0.5) * cell, (cc.mean() + 0.5) * cell - hw
@@ -503,6 +543,26 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
             "quality": {"road_area_m2": round(area_m2, 2), "density_pts_m2": round(density, 1),
                         "surface_noise_mm": round(noise, 2), "cracks_attempted": bool(crack_on),
                         "lanes": [k for k, _ in lanes]}}
+
+
+def centre(geom: dict) -> np.ndarray:
+    a = np.asarray(geom["coordinates"][0] if geom["type"] == "Polygon" else geom["coordinates"], float)
+    return a[:, :2].mean(axis=0)
+
+
+def merge_passes(anomalies: list[dict], match_m: float) -> list[dict]:
+    """One record per anomaly when passes overlap: of records of one type from different passes whose centres
+    lie within match_m, the one with the larger area (or height) is kept, listing the passes that saw it."""
+    kept: list[dict] = []
+    for a in sorted(anomalies, key=lambda r: -(r.get("area_m2") or abs(r.get("height_mm") or 0))):
+        c = centre(a["geometry"])
+        twin = next((k for k in kept if k["type"] == a["type"] and k["pass"] != a["pass"]
+                     and float(np.hypot(*(centre(k["geometry"]) - c))) <= match_m), None)
+        if twin is None:
+            kept.append(dict(a, seen_in_passes=[a["pass"]]))
+        elif a["pass"] not in twin["seen_in_passes"]:
+            twin["seen_in_passes"].append(a["pass"])
+    return kept
 
 
 def _severity(a: dict, cfg: dict) -> str:
