@@ -270,8 +270,8 @@ def _nanmedian_filter(z: np.ndarray, mask: np.ndarray, size) -> np.ndarray:
 def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
     """The surface the road should have: a median over a window long along the road and narrow across it (ruts,
     crossfall and steps stay in it, potholes and bumps do not); then, where the surface departs from that by
-    more than the outline threshold, the reference is replaced by a harmonic fill from around the anomaly, which
-    is exact on a plane and does not carry the median's bias over a large hole on a graded road."""
+    more than half the outline threshold, the reference is filled harmonically from the surface around the
+    anomaly (the median next to a hole is pulled into it)."""
     from .ground import fill_holes
 
     cell = cfg["frame"]["cell_m"]
@@ -282,9 +282,9 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
     dev = np.where(ok, (z - ref) * 1000.0, 0.0)
     # anomalies reach out past their outline with shallow rims: take them wide (a third of the outline depth,
     # on a 0.5 m mean, grown by 0.4 m) so the fill starts on undisturbed pavement
-    edge = min(cfg["potholes"]["edge_mm"], cfg["bumps"]["height_mm"] / 2) / 3
+    edge = min(cfg["potholes"]["edge_mm"], cfg["bumps"]["height_mm"] / 2) / 2
     sm = ndimage.uniform_filter(dev, 5)
-    grow = max(1, int(round(0.4 / cell)))
+    grow = max(1, int(round(0.3 / cell)))
     away = ndimage.binary_dilation((sm <= -edge) | (sm >= edge), iterations=grow)
     away &= road
     if away.any() and not away.all():
@@ -293,7 +293,10 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
         den = ndimage.uniform_filter(ok.astype(float), 3)
         src = np.where(den > 0.3, num / np.maximum(den, 1e-9), ref)
         src[away] = np.nan
-        ref = np.where(away, fill_holes(src), ref)
+        # harmonic fill from all sides: on real pavement (scan-line stripes, patches) it beats interpolating
+        # along the road; a rut crossing the anomaly is not kept in the fill (its part counts to the area)
+        filled = fill_holes(src)
+        ref = np.where(away, filled, ref)
     return ref
 
 
@@ -302,7 +305,8 @@ def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell):
     """Anomalies on one side of the reference (devs smoothed, dev raw; positive = away from the reference):
     regions above half the outline threshold that reach half the depth threshold inside `seeds_ok` (the road
     away from its edges: a kerb's rim is not a bump), measured and kept when they pass the depth and area
-    thresholds. Depth: the deepest cell of the smoothed deviation (potholes are bowls more often than flat).
+    thresholds. Depth: the deepest cell of the smoothed deviation (right for bowls, low for small holes) or the
+    median of the deepest quarter of the raw cells (right for small flat-bottomed holes), whichever is deeper.
     Area: inside the outline threshold, on the deviation interpolated to a quarter cell
     (whole 0.1 m cells are coarse for a 0.05 m2 hole)."""
     lab, nlab = ndimage.label(free & (devs >= edge / 2))
@@ -315,7 +319,8 @@ def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell):
         sl = slices[k - 1]
         sl = tuple(slice(max(0, q.start - 3), q.stop + 3) for q in sl)  # room for the outline's dilation
         m = lab[sl] == k
-        depth = float(devs[sl][m].max())
+        vals = np.sort(np.nan_to_num(dev[sl][m], nan=-np.inf))[::-1]
+        depth = max(float(devs[sl][m].max()), float(np.median(vals[:max(1, len(vals) // 4)])))
         if depth < thr:
             continue
         area = _contour_area(dev[sl], m, edge, cell)
