@@ -75,38 +75,19 @@ def make_als(path, density=16.0, rng=None):
     return n
 
 
-def make_mms(path, length=60.0, width=8.0, spacing=0.1, rng=None):
-    """LAS 1.4 PDRF 7 in EPSG:6676 (WKT), a road corridor scanned in lines across the road, with intensity,
-    RGB and GPS time; heights T.P."""
-    rng = rng or np.random.default_rng(SEED + 1)
-    along = np.arange(0, length, spacing)
-    across = np.arange(-width / 2, width / 2, spacing / 2)
-    a, c = np.meshgrid(along, across, indexing="ij")
-    a, c = a.ravel(), c.ravel()
-    n = len(a)
-    e = MMS_ORIGIN[0] + a + rng.normal(0, 0.005, n)
-    nn = MMS_ORIGIN[1] + c + rng.normal(0, 0.005, n)
-    camber = -0.02 * np.abs(c)  # 2 % cross-fall
-    z = 12.0 + 0.01 * a + camber + rng.normal(0, 0.003, n)
-    kerb = np.abs(c) > 3.5
-    z[kerb] += 0.15
-    header = laspy.LasHeader(point_format=7, version="1.4")
-    header.scales = np.array([0.001, 0.001, 0.001])
-    header.offsets = np.array([MMS_ORIGIN[0], MMS_ORIGIN[1], 0.0])
-    header.add_crs(CRS.from_epsg(6676))
-    header.generating_software = "pcpipe demo"
-    header.creation_date = __import__("datetime").date(2026, 5, 12)
-    las = laspy.LasData(header)
-    las.x, las.y, las.z = e, nn, z
-    las.intensity = np.where(kerb, 900, 1500 + (np.abs(c) < 0.1) * 2000).astype(np.uint16)
-    las.classification = np.where(kerb, 2, 11).astype(np.uint8)
-    las.gps_time = 4.0e8 + a / 10.0  # 10 m/s, one line per 1 cm of travel
-    grey = np.clip(las.intensity // 16, 0, 255).astype(np.uint16) * 257
-    las.red = las.green = las.blue = grey
-    las.return_number = np.ones(n, np.uint8)
-    las.number_of_returns = np.ones(n, np.uint8)
-    las.write(str(path))
-    return n
+DEMO_ROAD = dict(length=120.0, density=200.0, heading_deg=0.0, origin=MMS_ORIGIN, z0=12.0, rut_depth=0.008,
+                 potholes=[dict(s=35.0, t=0.4, a=0.35, b=0.3, depth=0.04), dict(s=80.0, t=-2.6, a=0.25, b=0.2,
+                                                                             depth=0.025)],
+                 steps=[dict(s=100.0, height=0.03)], manholes=[dict(s=55.0, t=-0.5, radius=0.3, offset=-0.01)])
+
+
+def make_mms(path, rng=None):
+    """MMS road in front of the prefectural office: 120 m of three lanes between kerbs, 200 pts/m2, 5 mm noise,
+    heights T.P., GPS time (10 m/s): two potholes (40 mm and 25 mm deep), a 30 mm step across the road at 100 m,
+    a sunken manhole cover (-10 mm, not a pothole) and 8 mm ruts (pipeline/roadscene.py; truth in DEMO_ROAD)."""
+    from .roadscene import RoadScene
+
+    return RoadScene(**DEMO_ROAD).write(str(path))
 
 
 def make_mbes(path, size=200.0, spacing=1.0, rng=None):
@@ -269,6 +250,12 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
     print(f"  terrain als    {len(ter['sheets'])} sheets, {ter['resolution']} m: "
           f"{', '.join(os.path.basename(v) for v in ter['files'].values())} -> {os.path.dirname(ter['files']['dtm'])}/")
     print(f"  heightmap      {hm['width']} x {hm['height']} px 16-bit -> {hm['png']}")
+    from .stages.road import road
+
+    rd = road([f["mms"]], os.path.join(out, "tiles"), "mms", config_path=f["config"], workers=workers, quiet=quiet)
+    print(f"  road   mms    {rd['anomalies']['pothole']} potholes, {rd['anomalies']['step']} steps, "
+          f"{rd['segments']} segments (class I/II/III {rd['classes']['I']}/{rd['classes']['II']}/"
+          f"{rd['classes']['III']}) -> {out}/tiles/road/mms/")
     from .layers.deer import deer_layer
 
     dr = f["deer"]
@@ -278,6 +265,7 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
           f"{deer['routes']} routes -> {out}/deer/")
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
         json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"},
+                   "road": {k: v for k, v in rd.items() if k not in ("tile", "config")},
                    "deer": {k: v for k, v in deer.items() if k != "config"}},
                   fh, indent=2, default=str, ensure_ascii=False)
     print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest and {out}/tiles")

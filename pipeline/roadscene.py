@@ -148,7 +148,9 @@ class RoadScene:
         h = laspy.LasHeader(point_format=6, version="1.4")
         h.scales = [0.001] * 3
         h.offsets = [np.floor(c["x"].min()), np.floor(c["y"].min()), 0.0]
-        h.add_crs(CRS.from_epsg(6676))  # heights T.P., as the demo MMS
+        h.add_crs(CRS.from_epsg(6676))  # heights T.P.
+        h.generating_software = "pcpipe roadscene"
+        h.creation_date = __import__("datetime").date(2026, 5, 12)  # fixed: reruns give identical files
         las = laspy.LasData(h)
         las.x, las.y, las.z = c["x"], c["y"], c["z"]
         las.intensity = c["intensity"]

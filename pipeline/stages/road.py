@@ -77,7 +77,8 @@ def _write_csv(path, rows, fields):
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+            w.writerow({k: ("" if r.get(k) is None else ";".join(map(str, r[k])) if isinstance(r.get(k), list)
+                            else r.get(k)) for k in fields})
     os.replace(tmp, path)
 
 
