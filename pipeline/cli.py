@@ -124,6 +124,25 @@ def cmd_road(a) -> int:
     return 0
 
 
+def cmd_run(a) -> int:
+    from .stages.run import run
+
+    inputs = {k: getattr(a, k) or [] for k in ("als", "mms", "mbes", "iphone")}
+    layer_options = {"road": {"trajectory": a.trajectory, "previous": a.previous},
+                     "terrain": {"resolution": a.resolution}}
+    s = run(inputs, a.out, a.stages.split(",") if a.stages else None, config_path=a.config, workers=a.workers,
+            scheduler=a.scheduler, quiet=a.quiet, layer_options=layer_options,
+            tile_options={"iphone": {"gcp": a.gcp}} if a.gcp else None)
+    for source, t in s["tile"].items():
+        print(f"tile {source}: {t['all_points']:,} points in {t['all_sheets']} sheets, {t['quarantined']} quarantined")
+    from .stages.run import LAYERS
+
+    for name in s["layers"]:
+        print(f"{name}: -> {os.path.join(a.out, name, LAYERS[name])}/")
+    print(f"run summary -> {os.path.join(a.out, 'run-summary.json')}")
+    return 2 if any(t["quarantined"] for t in s["tile"].values()) else 0
+
+
 def cmd_heightmap(a) -> int:
     from .layers.heightmap import export_heightmap
 
@@ -250,6 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_road)
+
+    s = sub.add_parser("run", help="tile every source given, then the layer stages that read them (terrain, road)")
+    s.add_argument("--out", required=True, help="run directory")
+    for kind in ("als", "mms", "mbes", "iphone"):
+        s.add_argument(f"--{kind}", nargs="+", metavar="PATH", help=f"{kind} input files or folders")
+    s.add_argument("--stages", help="comma-separated layer stages (default: every one whose source was given)")
+    s.add_argument("--resolution", type=float, default=0.5, help="terrain cell size (m)")
+    s.add_argument("--trajectory", help="road: trajectory CSV")
+    s.add_argument("--previous", help="road: earlier road output to compare with")
+    s.add_argument("--gcp", help="iphone: control points CSV")
+    s.add_argument("--config")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--scheduler")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("heightmap", help="16-bit PNG/RAW heightmap + JSON sidecar from a DTM, for simulators")
     s.add_argument("dtm", help="DTM GeoTIFF (e.g. RUN_DIR/terrain/als/dtm.tif)")

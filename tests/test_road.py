@@ -358,3 +358,18 @@ def test_cast_potholes_in_real_amsterdam_road(data_dir):
     assert f1 >= F1_MIN
     assert np.median(np.abs(depth)) <= DEPTH_MEDIAN_MAX
     assert np.median(np.abs(area)) <= AREA_MEDIAN_MAX
+
+
+def test_pcpipe_run_tiles_and_runs_the_road_stage(tmp_path, capsys):
+    """`pcpipe run --mms ...` runs the road layer as a stage: the same anomalies as `pcpipe road`."""
+    from pipeline.cli import main
+
+    scene = RoadScene(length=80.0, density=150.0, potholes=[dict(s=40, t=0.0, a=0.3, b=0.3, depth=0.04)])
+    scene.write(str(tmp_path / "r.las"))
+    rc = main(["run", "--out", str(tmp_path / "run"), "--mms", str(tmp_path / "r.las"), "--quiet"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "run" / "run-summary.json").read_text())
+    assert list(summary["layers"]) == ["road"] and summary["layers"]["road"]["anomalies"]["pothole"] == 1
+    assert (tmp_path / "run" / "road" / "mms" / "anomalies.geojson").exists()
+    assert main(["run", "--out", str(tmp_path / "run"), "--mms", str(tmp_path / "r.las"), "--stages", "terrain"]) == 2
+    assert "stage terrain reads als inputs and none were given" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""`pcpipe run`: the stages of one survey in order, on one run directory. Inputs are given per source kind; every
+source is tiled (incremental: unchanged inputs are not redone), and each layer stage runs on the source it reads.
+The nightly batch (issue 9) calls this with what arrived in its inboxes."""
+from __future__ import annotations
+
+import os
+
+from ..outputs import write_json
+
+# layer stage -> (source kind it reads, runner). Runners take (paths, run_dir, source, **options).
+LAYERS = {
+    "terrain": "als",
+    "road": "mms",
+}
+
+
+def _runner(name):
+    if name == "terrain":
+        from .terrain import terrain
+
+        return terrain
+    if name == "road":
+        from .road import road
+
+        return road
+    raise ValueError(f"unknown stage {name!r}; known: tile, {', '.join(LAYERS)}")
+
+
+def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=None, workers=None, scheduler=None,
+        quiet=False, layer_options: dict | None = None, tile_options: dict | None = None) -> dict:
+    """inputs: {source kind: [paths]}. stages: names from LAYERS (default: every layer whose source has inputs).
+    Every source given is tiled: by its layer stage, or on its own when no stage reads it."""
+    from .tile import tile
+
+    if not any(inputs.values()):
+        raise ValueError("no inputs given: pass at least one of --als, --mms, --mbes, --iphone")
+    wanted = list(stages) if stages else [s for s, src in LAYERS.items() if inputs.get(src)]
+    for s in wanted:
+        if s not in LAYERS:
+            raise ValueError(f"unknown stage {s!r}; known: {', '.join(LAYERS)}")
+        if not inputs.get(LAYERS[s]):
+            raise ValueError(f"stage {s} reads {LAYERS[s]} inputs and none were given")
+    summary = {"run_dir": os.path.abspath(out_dir), "tile": {}, "layers": {}}
+    common = {"config_path": config_path, "workers": workers, "scheduler": scheduler, "quiet": quiet}
+    layered = {LAYERS[n] for n in wanted}
+    for source, paths in inputs.items():
+        if paths and source not in layered:  # a layer stage tiles its own source first
+
+            s = tile(paths, out_dir, source, **common, **(tile_options or {}).get(source, {}))
+            summary["tile"][source] = {k: v for k, v in s.items() if k != "results"}
+            summary["tile"][source]["quarantined_files"] = [
+                {"path": r.get("path"), "code": r.get("code"), "reason": r.get("reason")}
+                for r in s["results"] if r["status"] == "quarantined"]
+    for name in wanted:
+        opts = dict(common, **(layer_options or {}).get(name, {}), **(tile_options or {}).get(LAYERS[name], {}))
+        s = _runner(name)(inputs[LAYERS[name]], out_dir, LAYERS[name], **opts)
+        summary["layers"][name] = {k: v for k, v in s.items() if k not in ("tile", "config", "sheets")}
+    write_json(os.path.join(out_dir, "run-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
+    return summary
