@@ -373,3 +373,24 @@ def test_pcpipe_run_tiles_and_runs_the_road_stage(tmp_path, capsys):
     assert (tmp_path / "run" / "road" / "mms" / "anomalies.geojson").exists()
     assert main(["run", "--out", str(tmp_path / "run"), "--mms", str(tmp_path / "r.las"), "--stages", "terrain"]) == 2
     assert "stage terrain reads als inputs and none were given" in capsys.readouterr().err
+
+
+def test_frame_grid_that_starts_after_the_trajectory_keeps_stations_and_positions():
+    """A trajectory that starts 30 m before the points (the stage merges sums from the first row with data)."""
+    scene = RoadScene(length=120.0, density=200.0, potholes=[dict(s=80, t=0.5, a=0.3, b=0.3, depth=0.04)], seed=2)
+    cols = scene.points()
+    keep = cols["gps_time"] >= scene.time0 + 30.0 / scene.speed
+    cloud = PointCloud({k: v[keep] for k, v in cols.items()})
+    tr = scene.trajectory()
+    p = R.Pass.through(*tr.T, CFG["frame"]["cell_m"], 0.0, "file")
+    acc = R.accumulate(p, cloud, CFG)
+    row0 = acc["row0"]
+    assert row0 >= 295
+    acc["row0"] = 0
+    g = R.merge_sums([acc], acc["n"].shape[0])
+    g["row0"] = row0
+    res = R.analyse_pass(p, g, CFG)
+    (pit,) = [a for a in res["anomalies"] if a["type"] == "pothole"]
+    x, y = scene.to_world(np.array(80.0), np.array(0.5))
+    assert np.hypot(*(R.centre(pit["geometry"]) - [x, y])) < 0.3 and abs(pit["station_m"] - 80.0) < 0.3
+    assert res["segments"][0]["station_from_m"] == pytest.approx(row0 * 0.1, abs=0.05)

@@ -453,6 +453,7 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
 
     f = cfg["frame"]
     cell, hw = f["cell_m"], f["half_width_m"]
+    base = int(g.get("row0", 0))  # the grid's first row, in frame rows from the start of the pass
     n = g["n"]
     z = np.where(n > 0, g["z"] / np.maximum(n, 1), np.nan)
     road = road_surface(g, cfg)
@@ -490,11 +491,11 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
         for row, h in find_steps(z, road, cols, cfg):
             w = int(round(cfg["reference"]["along_m"] / cell / 2))
             step_rows[max(0, row - w):row + w] = True
-            s = np.full(2, row * cell)
+            s = np.full(2, (base + row) * cell)
             t = np.array([offsets[cols[0]], offsets[cols[-1]]])
             x, y = p.to_world(s, t)
             zz = [float(np.nanmedian(ref[row, cols])) + h / 2000.0] * 2
-            anomalies.append({"type": "step", "pass": pass_id, "lane": k, "station_m": round(row * cell, 2),
+            anomalies.append({"type": "step", "pass": pass_id, "lane": k, "station_m": round((base + row) * cell, 2),
                               "height_mm": round(h, 1), "depth_mm": None, "area_m2": None, "volume_m3": None,
                               "length_m": round(float(t[1] - t[0]), 2),
                               "geometry": {"type": "LineString", "coordinates":
@@ -507,13 +508,13 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
         for m, peak, a in _regions(sign * devs0, sign * dev, free, inner, thr, pc["edge_mm"], c["area_m2"], cell):
             vol = float(np.nansum(np.clip(sign * dev[m], 0, None)) / 1000.0 * cell * cell)
             rr, cc = np.nonzero(m)
-            sc, tc = (rr.mean() + 0.5) * cell, (cc.mean() + 0.5) * cell - hw
+            sc, tc = (base + rr.mean() + 0.5) * cell, (cc.mean() + 0.5) * cell - hw
             lane = int(np.round(tc / lw))
             rec = {"type": kind, "pass": pass_id, "lane": lane, "station_m": round(sc, 2),
                    "depth_mm" if kind == "pothole" else "height_mm": round(peak, 1),
                    "height_mm" if kind == "pothole" else "depth_mm": None,
                    "area_m2": round(a, 4), "volume_m3": round(vol, 5), "length_m": None,
-                   "geometry": {"type": "Polygon", "coordinates": [_outline(m, g.get("row0", 0), p, cell, hw, ref)]}}
+                   "geometry": {"type": "Polygon", "coordinates": [_outline(m, base, p, cell, hw, ref)]}}
             if kind == "pothole":
                 rec["severity"] = "high" if peak >= pc["severe_depth_mm"] or a >= pc["severe_area_m2"] else \
                     ("medium" if peak >= (pc["depth_mm"] + pc["severe_depth_mm"]) / 2 else "low")
@@ -530,17 +531,17 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
             span = max(np.ptp(rr), np.ptp(cc)) * cell + cell
             anomalies.append({"type": "crack", "pass": pass_id, "lane": int(np.round(((cc.mean() + .5) * cell - hw)
                                                                                       / lw)),
-                              "station_m": round((rr.mean() + 0.5) * cell, 2), "depth_mm": None, "height_mm": None,
+                              "station_m": round((base + rr.mean() + 0.5) * cell, 2), "depth_mm": None, "height_mm": None,
                               "area_m2": round(float(m.sum() * cell * cell), 4), "volume_m3": None,
                               "length_m": round(float(span), 2),
-                              "geometry": {"type": "Polygon", "coordinates": [_outline(m, 0, p, cell, hw, ref)]}})
+                              "geometry": {"type": "Polygon", "coordinates": [_outline(m, base, p, cell, hw, ref)]}})
     for a in anomalies:
         a["severity"] = a.get("severity") or _severity(a, cfg)
         if sheet_of is not None:
             xy = np.asarray(a["geometry"]["coordinates"][0] if a["geometry"]["type"] == "Polygon"
                             else a["geometry"]["coordinates"])
             a["sheet"] = sheet_of(float(xy[:, 0].mean()), float(xy[:, 1].mean()))
-    segments = _segments(p, g, z, ref, road, cracks if crack_on else None, lanes, offsets, cfg, pass_id)
+    segments = _segments(p, g, z, ref, road, cracks if crack_on else None, lanes, offsets, cfg, pass_id, base)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         noise = float(np.nanstd(dev[valid & ~ndimage.binary_dilation(np.abs(devs0) >= pc["edge_mm"], iterations=3)]))
@@ -603,7 +604,7 @@ def wheel_profile(g, road, cols_band, cell, max_gap_m):
     return np.where(long_gap | edge, np.nan, filled), stderr
 
 
-def _segments(p, g, z, ref, road, cracks, lanes, offsets, cfg, pass_id):
+def _segments(p, g, z, ref, road, cracks, lanes, offsets, cfg, pass_id, base=0):
     import warnings
 
     cell = cfg["frame"]["cell_m"]
@@ -625,7 +626,7 @@ def _segments(p, g, z, ref, road, cracks, lanes, offsets, cfg, pass_id):
             rs[side] = (prof, pavement.rectified_with_gaps(prof, cell), pavement.noise_iri(stderr, cell))
         for i0, i1 in zip(bounds[:-1], bounds[1:]):
             rec = {"pass": pass_id, "lane": k, "segment": len([o for o in out if o["lane"] == k]),
-                   "station_from_m": round(i0 * cell, 1), "station_to_m": round(i1 * cell, 1)}
+                   "station_from_m": round((base + i0) * cell, 1), "station_to_m": round((base + i1) * cell, 1)}
             ruts = []
             for r in range(i0, i1 - prof_rows + 1, prof_rows):
                 with warnings.catch_warnings():
@@ -662,9 +663,9 @@ def _segments(p, g, z, ref, road, cracks, lanes, offsets, cfg, pass_id):
                                     rec["sigma_mm"], cfg["mci"]))
             cls = pavement.inspection_class(rec["crack_pct"], rec["rut_mm"], rec["iri_mm_m"], cfg["classes"])
             rec.update({f"class_{k2}": v for k2, v in cls.items()})
-            ss = np.linspace(i0 * cell, i1 * cell, max(2, int((i1 - i0) * cell // 5) + 1))
+            ss = np.linspace((base + i0) * cell, (base + i1) * cell, max(2, int((i1 - i0) * cell // 5) + 1))
             x, y = p.to_world(ss, np.full(len(ss), centre))
-            zz = np.interp(ss / cell, np.arange(rows), np.nan_to_num(ref[:, cols].mean(axis=1)))
+            zz = np.interp(ss / cell - base, np.arange(rows), np.nan_to_num(ref[:, cols].mean(axis=1)))
             rec["geometry"] = {"type": "LineString", "coordinates": [[round(a, 3), round(b, 3), round(c, 3)]
                                                                      for a, b, c in zip(x, y, zz)]}
             out.append(rec)
