@@ -301,12 +301,13 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- anomalies
-def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell):
+def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell, bowl=True):
     """Anomalies on one side of the reference (devs smoothed, dev raw; positive = away from the reference):
     regions above half the outline threshold that reach half the depth threshold inside `seeds_ok` (the road
     away from its edges: a kerb's rim is not a bump), measured and kept when they pass the depth and area
-    thresholds. Depth: the deepest cell of the smoothed deviation (right for bowls, low for small holes) or the
-    median of the deepest quarter of the raw cells (right for small flat-bottomed holes), whichever is deeper.
+    thresholds. Depth: the top of a quadratic fitted around the deepest smoothed cell (bowl=True: potholes, whose
+    real shape is a bowl) or that cell itself (bumps: plateaus, where a quadratic overshoots), or the median of
+    the deepest quarter of the raw cells (small flat-bottomed holes), whichever is deeper.
     Area: inside the outline threshold, on the deviation interpolated to a quarter cell
     (whole 0.1 m cells are coarse for a 0.05 m2 hole)."""
     lab, nlab = ndimage.label(free & (devs >= edge / 2))
@@ -320,7 +321,8 @@ def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell):
         sl = tuple(slice(max(0, q.start - 3), q.stop + 3) for q in sl)  # room for the outline's dilation
         m = lab[sl] == k
         vals = np.sort(np.nan_to_num(dev[sl][m], nan=-np.inf))[::-1]
-        depth = max(float(devs[sl][m].max()), float(np.median(vals[:max(1, len(vals) // 4)])))
+        top = _peak(dev, devs, sl, m) if bowl else float(devs[sl][m].max())
+        depth = max(top, float(np.median(vals[:max(1, len(vals) // 4)])))
         if depth < thr:
             continue
         area = _contour_area(dev[sl], m, edge, cell)
@@ -330,6 +332,31 @@ def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell):
             full[sl] = core if core.any() else m
             out.append((full, depth, area))
     return out
+
+
+def _peak(dev, devs, sl, m, r=2):
+    """Deepest value of a region: a quadratic surface fitted by least squares to the raw cells within r cells of
+    the deepest smoothed cell, read at its top when it is a cap with the top inside the window, else at that cell
+    (a bowl's bottom is not flattened by smoothing, and one noisy cell does not set it)."""
+    sub = np.where(m, devs[sl], -np.inf)
+    i, j = np.unravel_index(np.argmax(sub), sub.shape)
+    i, j = i + sl[0].start, j + sl[1].start
+    r0, r1, c0, c1 = max(0, i - r), min(dev.shape[0], i + r + 1), max(0, j - r), min(dev.shape[1], j + r + 1)
+    win = dev[r0:r1, c0:c1]
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    ok = ~np.isnan(win)
+    if ok.sum() < 8:
+        return float(devs[i, j])
+    u, v, w = (xx[ok] - j).astype(float), (yy[ok] - i).astype(float), win[ok]
+    a = np.column_stack([np.ones_like(u), u, v, u * u, v * v, u * v])
+    coef = np.linalg.lstsq(a, w, rcond=None)[0]
+    c0_, cu, cv, cuu, cvv, cuv = coef
+    h = np.array([[2 * cuu, cuv], [cuv, 2 * cvv]])
+    if np.all(np.linalg.eigvalsh(h) < 0):  # a cap: its top, if it lies inside the window
+        su, sv = np.linalg.solve(h, [-cu, -cv])
+        if abs(su) <= r and abs(sv) <= r:
+            return float(c0_ + cu * su + cv * sv + cuu * su * su + cvv * sv * sv + cuv * su * sv)
+    return float(c0_)  # flat or saddle: the fitted value at the deepest smoothed cell
 
 
 def _contour_area(dev, m, level, cell, up=4):
@@ -505,7 +532,8 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
     inner = ndimage.binary_erosion(road, iterations=3)
     for kind, sign, c in (("pothole", -1, pc), ("bump", 1, bc)):
         thr = c["depth_mm"] if kind == "pothole" else c["height_mm"]
-        for m, peak, a in _regions(sign * devs0, sign * dev, free, inner, thr, pc["edge_mm"], c["area_m2"], cell):
+        for m, peak, a in _regions(sign * devs0, sign * dev, free, inner, thr, pc["edge_mm"], c["area_m2"], cell,
+                                   bowl=kind == "pothole"):
             vol = float(np.nansum(np.clip(sign * dev[m], 0, None)) / 1000.0 * cell * cell)
             rr, cc = np.nonzero(m)
             sc, tc = (base + rr.mean() + 0.5) * cell, (cc.mean() + 0.5) * cell - hw
