@@ -65,6 +65,24 @@ class Pass:
             xs, ys, zs, ts = (np.interp(s, d, v) for v in (xs, ys, zs, ts))
         return cls(xs, ys, zs, ts, step, source)
 
+    def extended(self, metres: float) -> "Pass":
+        """The path continued straight for `metres` at both ends (along its direction over the last 2 m): a
+        scanner sees ahead of where the vehicle stops and behind where it starts."""
+        k = max(1, int(round(metres / self.step)))
+        m = min(len(self.x) - 1, max(1, int(round(2.0 / self.step))))
+        ext = []
+        for a, b, sign in ((0, m, -1), (-1, -1 - m, 1)):
+            dx, dy = self.x[a] - self.x[b], self.y[a] - self.y[b]
+            norm = np.hypot(dx, dy) or 1.0
+            i = np.arange(1, k + 1) * self.step
+            ext.append((self.x[a] + dx / norm * i, self.y[a] + dy / norm * i))
+        (bx, by), (ax, ay) = ext
+        x = np.r_[bx[::-1], self.x, ax]
+        y = np.r_[by[::-1], self.y, ay]
+        z = np.r_[np.full(k, self.z[0]), self.z, np.full(k, self.z[-1])]
+        t = np.r_[np.full(k, self.time[0]), self.time, np.full(k, self.time[-1])]
+        return Pass(x, y, z, t, self.step, self.source)
+
     def tangents(self):
         tx, ty = np.gradient(self.x), np.gradient(self.y)
         norm = np.hypot(tx, ty)
@@ -125,8 +143,8 @@ def read_trajectory(path: str, cfg: dict) -> list[Pass]:
         raise ValueError(f"{path}: trajectory has fewer than two positions")
     a = np.array(rows)
     f = cfg["frame"]
-    return [Pass.through(*p, f["cell_m"], 0.0, "file") for p in split_passes(*a.T, f["pass_gap_s"])
-            if np.hypot(np.ptp(p[1]), np.ptp(p[2])) > 4 * f["cell_m"]]
+    return [Pass.through(*p, f["cell_m"], 0.0, "file").extended(f["extend_m"])
+            for p in split_passes(*a.T, f["pass_gap_s"]) if np.hypot(np.ptp(p[1]), np.ptp(p[2])) > 4 * f["cell_m"]]
 
 
 def time_bins(t, x, y, z, bin_s: float) -> dict:
@@ -153,7 +171,7 @@ def passes_from_bins(parts: list[dict], cfg: dict) -> list[Pass]:
     for pt, px, py, pz in split_passes(t, sums["x"] / sums["n"], sums["y"] / sums["n"], sums["z"] / sums["n"],
                                        f["pass_gap_s"]):
         if len(pt) >= 3 and np.hypot(np.ptp(px), np.ptp(py)) > 2 * f["smooth_m"]:
-            out.append(Pass.through(pt, px, py, pz, f["cell_m"], f["smooth_m"], "gps_time"))
+            out.append(Pass.through(pt, px, py, pz, f["cell_m"], f["smooth_m"], "gps_time").extended(f["extend_m"]))
     return out
 
 
