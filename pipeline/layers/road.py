@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -418,12 +419,9 @@ def find_steps(z, road, lane_cols, cfg):
     from numpy.lib.stride_tricks import sliding_window_view
 
     win = sliding_window_view(zz, w, axis=0)  # rows - w + 1 windows
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(win, axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(win, axis=-1)
     jump = (med[w:] - med[:-w]) * 1000.0  # jump at row i + w (between [i, i+w) and [i+w, i+2w))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -494,8 +492,6 @@ def crack_ratio(cracks: np.ndarray, road: np.ndarray, cfg: dict) -> tuple[np.nda
 # -------------------------------------------------------------------------------------------- the analysis
 def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -> dict:
     """Anomalies, segments and the deviation grid of one pass from its summed grids."""
-    import warnings
-
     f = cfg["frame"]
     cell, hw = f["cell_m"], f["half_width_m"]
     base = int(g.get("row0", 0))  # the grid's first row, in frame rows from the start of the pass
@@ -651,13 +647,15 @@ def wheel_profile(g, road, cols_band, cell, max_gap_m):
 
 
 def _segments(p, g, z, ref, road, cracks, lanes, offsets, cfg, pass_id, base=0):
-    import warnings
-
     cell = cfg["frame"]["cell_m"]
     sc, lc = cfg["segments"], cfg["lanes"]
     rows = z.shape[0]
     seg_rows = int(round(sc["length_m"] / cell))
-    bounds = list(range(0, rows, seg_rows)) + [rows]
+    has = np.flatnonzero(road.any(axis=1))
+    if not len(has):
+        return []
+    first, last = int(has[0]), int(has[-1]) + 1  # segments start where the road surface does
+    bounds = list(range(first, last, seg_rows)) + [last]
     if len(bounds) > 2 and (bounds[-1] - bounds[-2]) * cell < sc["min_length_m"]:
         bounds.pop(-2)
     prof_rows = max(1, int(round(sc["profile_step_m"] / cell)))
