@@ -164,11 +164,11 @@ def quicklook(path, grid, dev, anomalies, limit_mm=30.0):
     os.replace(tmp, path)
 
 
-def compare_epochs(prev_dir: str, anomalies: list[dict], segments: list[dict], cfg: dict) -> dict:
+def compare_epochs(prev_dir: str, anomalies: list[dict], segments: list[dict], cfg: dict, source: str = "mms") -> dict:
     """Anomalies new, grown, unchanged or gone against a previous road output, and index changes per segment
     (matched by pass-independent position: lane and the segment's middle within half a segment length)."""
     def load(name):
-        for cand in (os.path.join(prev_dir, name), os.path.join(prev_dir, "road", "mms", name)):
+        for cand in (os.path.join(prev_dir, name), os.path.join(prev_dir, "road", source, name)):
             if os.path.exists(cand):
                 with open(cand, encoding="utf-8") as f:
                     return json.load(f)["features"]
@@ -295,7 +295,7 @@ def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, 
     files = {}
     changes = None
     if previous:
-        changes = compare_epochs(previous, anomalies, segments, cfg)
+        changes = compare_epochs(previous, anomalies, segments, cfg, source)
     afields = ANOMALY_FIELDS + (["change", "previous_id", "previous_depth_mm", "previous_area_m2"] if changes else [])
     files["anomalies"] = os.path.join(dest, "anomalies.geojson")
     write_json(files["anomalies"], _collection([_feature(a, afields) for a in anomalies], "anomalies"),
