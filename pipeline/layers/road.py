@@ -503,9 +503,10 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
     # Level each row (one station across the road) by its median deviation: MMS scan lines carry height offsets
     # of their own (vehicle pitch and heave), which show as stripes across the road; a pothole fills too little
     # of a row to move its median. The reference is long along the road and so does not follow them.
+    calm = road & (np.abs(np.nan_to_num(ndimage.uniform_filter(np.nan_to_num(dev), 3))) < cfg["potholes"]["edge_mm"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        row_off = np.nanmedian(np.where(road, dev, np.nan), axis=1)
+        row_off = np.nanmedian(np.where(calm, dev, np.nan), axis=1)  # anomalies left out of their row's level
     dev = dev - np.nan_to_num(row_off)[:, None]
     # Gaussian mean (0.7 cell) of the deviation over road cells with points: single-cell noise drops by about 2.5
     valid = road & (n > 0)
