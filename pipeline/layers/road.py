@@ -340,7 +340,7 @@ def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell, bowl=True):
         sl = tuple(slice(max(0, q.start - 3), q.stop + 3) for q in sl)  # room for the outline's dilation
         m = lab[sl] == k
         vals = np.sort(np.nan_to_num(dev[sl][m], nan=-np.inf))[::-1]
-        top = _peak(dev, devs, sl, m) if bowl else float(devs[sl][m].max())
+        top = _peak(dev, devs, sl, m, r=1 if m.sum() < 40 else 2) if bowl else float(devs[sl][m].max())
         depth = max(top, float(np.median(vals[:max(1, len(vals) // 4)])))
         if depth < thr:
             continue
@@ -353,7 +353,7 @@ def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell, bowl=True):
     return out
 
 
-def _peak(dev, devs, sl, m, r=2):
+def _peak(dev, devs, sl, m, r=2):  # r=1 for small regions: a 0.5 m window flattens a small bowl's bottom
     """Deepest value of a region: a quadratic surface fitted by least squares to the raw cells within r cells of
     the deepest smoothed cell, read at its top when it is a cap with the top inside the window, else at that cell
     (a bowl's bottom is not flattened by smoothing, and one noisy cell does not set it)."""
