@@ -124,12 +124,30 @@ def cmd_road(a) -> int:
     return 0
 
 
+def cmd_seaweed(a) -> int:
+    from .stages.seaweed import seaweed
+
+    s = seaweed(a.paths, a.out, a.source, dive=a.dive, baseline=a.baseline, survey={"date": a.date or ""},
+                config_path=a.config, height=a.height, crs=a.crs, assume_crs=a.assume_crs, workers=a.workers,
+                scheduler=a.scheduler, quiet=a.quiet)
+    m = s["species_model"]
+    print(f"seaweed {a.source}: {s['beds']} beds, {s['bed_area_ha']} ha"
+          + (f"; species from {m['used']} dive points (cross-validated accuracy {m['cv_accuracy']:.3f})" if m else
+             "; no dive points: species not classified")
+          + f" -> {os.path.dirname(s['files']['summary'])}/")
+    for r in s["jblue"]:
+        print(f"  {r['species']}: {r['area_ha']} ha, cover {r['mean_cover']}, CO2 {r['co2_t_per_year']} t/yr"
+              + (f", change {r['area_change_ha']:+} ha" if "area_change_ha" in r else ""))
+    return 0
+
+
 def cmd_run(a) -> int:
     from .stages.run import run
 
     inputs = {k: getattr(a, k) or [] for k in ("als", "mms", "mbes", "iphone")}
     layer_options = {"road": {"trajectory": a.trajectory, "previous": a.previous},
-                     "terrain": {"resolution": a.resolution}}
+                     "terrain": {"resolution": a.resolution},
+                     "seaweed": {"dive": a.dive, "baseline": a.baseline}}
     s = run(inputs, a.out, a.stages.split(",") if a.stages else None, config_path=a.config, workers=a.workers,
             scheduler=a.scheduler, quiet=a.quiet, layer_options=layer_options,
             tile_options={"iphone": {"gcp": a.gcp}} if a.gcp else None)
@@ -270,6 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_road)
 
+    s = sub.add_parser("seaweed", help="seaweed beds from multibeam: floor, canopy, cover, beds, species, J Blue table")
+    s.add_argument("paths", nargs="+", help="multibeam files or folders")
+    s.add_argument("--out", required=True, help="run directory (sheets; products under seaweed/<source>/)")
+    s.add_argument("--source", default="mbes", choices=SOURCES)
+    s.add_argument("--dive", help="dive-survey points (CSV x,y,species,date or GeoJSON) to train the species model")
+    s.add_argument("--baseline", help="an earlier seaweed output (run directory or its seaweed/<source>/)")
+    s.add_argument("--date", help="survey date for the J Blue table (YYYY-MM-DD)")
+    s.add_argument("--height", help="what z is in the inputs (default: the mbes profile's, chart_datum)")
+    s.add_argument("--crs")
+    s.add_argument("--assume-crs")
+    s.add_argument("--config", help="YAML with a seaweed: mapping over pipeline/layers/seaweed.yaml (and profiles:)")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--scheduler")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_seaweed)
+
     s = sub.add_parser("run", help="tile every source given, then the layer stages that read them (terrain, road)")
     s.add_argument("--out", required=True, help="run directory")
     for kind in ("als", "mms", "mbes", "iphone"):
@@ -279,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trajectory", help="road: trajectory CSV")
     s.add_argument("--previous", help="road: earlier road output to compare with")
     s.add_argument("--gcp", help="iphone: control points CSV")
+    s.add_argument("--dive", help="seaweed: dive-survey points")
+    s.add_argument("--baseline", help="seaweed: earlier seaweed output to compare with")
     s.add_argument("--config")
     s.add_argument("--workers", type=int)
     s.add_argument("--scheduler")

@@ -11,6 +11,7 @@ from ..outputs import write_json
 LAYERS = {
     "terrain": "als",
     "road": "mms",
+    "seaweed": "mbes",
 }
 
 
@@ -23,6 +24,10 @@ def _runner(name):
         from .road import road
 
         return road
+    if name == "seaweed":
+        from .seaweed import seaweed
+
+        return seaweed
     raise ValueError(f"unknown stage {name!r}; known: tile, {', '.join(LAYERS)}")
 
 

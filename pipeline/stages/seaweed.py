@@ -1,0 +1,169 @@
+"""Seaweed stage: tile the multibeam inputs (incremental), then per sheet (with a margin from its neighbours, so
+the floor and the windows see across sheet edges) the seafloor and the per-cell products, mosaicked into COGs;
+then beds, species and the J Blue table on the mosaic, under RUN_DIR/seaweed/<source>/."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from ..layers import seaweed as S
+from ..layers.terrain import NODATA, Grid
+from ..manifest import Manifest
+from ..outputs import write_json
+from ..runner import session
+from .tile import _grid, read_settings, sheet_with_buffer, tile
+
+MARGIN = 12.0  # m: three floor cells and the widest statistics window
+
+
+def sheet_task(item: dict) -> dict:
+    cfg = item["cfg"]
+    cloud = sheet_with_buffer(item["run_dir"], item["source"], item["code"], MARGIN)
+    w, s, e, n = item["bounds"]
+    big = (w - MARGIN, s - MARGIN, e + MARGIN, n + MARGIN)
+    back = cloud.columns.get("backscatter")
+    fg, floor, sigma = S.seafloor(cloud.x, cloud.y, cloud.z, big, cfg)
+    res = cfg["products"]["cell_m"]
+    grid = Grid.covering(big, res)
+    prod = S.products(cloud.x, cloud.y, cloud.z, back, grid, fg, floor, cfg)
+    r0, c0 = int(round((grid.north - n) / res)), int(round((w - grid.west) / res))
+    rows, cols = int(round((n - s) / res)), int(round((e - w) / res))
+    out = {k: v[r0:r0 + rows, c0:c0 + cols] for k, v in prod.items()}
+    with open(item["npz"] + ".part", "wb") as f:
+        np.savez_compressed(f, **out)
+    os.replace(item["npz"] + ".part", item["npz"])
+    return {"code": item["code"], "soundings": int(cloud.columns["in_sheet"].sum()), "noise_sigma_m": round(sigma, 4)}
+
+
+def _write_csv(path, rows, fields):
+    with open(path + ".part", "w", newline="", encoding="utf-8") as f:
+        wr = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        wr.writeheader()
+        for r in rows:
+            wr.writerow({k: "" if r.get(k) is None else r[k] for k in fields})
+    os.replace(path + ".part", path)
+
+
+def _baseline(path: str, source: str):
+    for d in (path, os.path.join(path, "seaweed", source)):
+        if os.path.exists(os.path.join(d, "beds.geojson")):
+            with open(os.path.join(d, "beds.geojson"), encoding="utf-8") as f:
+                beds = json.load(f)["features"]
+            with open(os.path.join(d, "jblue.csv"), newline="", encoding="utf-8") as f:
+                table = {r["species"]: {"area_ha": float(r["area_ha"])} for r in csv.DictReader(f)}
+            return beds, table
+    raise FileNotFoundError(f"{path}: no beds.geojson / jblue.csv of an earlier seaweed run")
+
+
+def quicklook(path, grid, prod, species, bed):
+    """PNG: depth in greys, beds coloured by species (カジメ brown, ホンダワラ類 olive, アマモ green)."""
+    from PIL import Image
+
+    d = np.nan_to_num(prod["depth"], nan=np.nanmax(prod["depth"]) if np.isfinite(prod["depth"]).any() else 0)
+    lo, hi = np.percentile(d, [2, 98]) if d.size else (0, 1)
+    g = (255 - np.clip((d - lo) / max(hi - lo, 1e-6), 0, 1) * 180).astype(np.uint8)
+    rgb = np.stack([g, g, g], axis=-1)
+    colours = {1: (140, 80, 20), 2: (150, 150, 30), 3: (30, 170, 60)}
+    for code, col in colours.items():
+        rgb[bed & (species == code)] = col
+    rgb[bed & (species == 0)] = (200, 0, 200)
+    img = Image.fromarray(rgb)
+    scale = max(1, 800 // max(rgb.shape[:2]))
+    img = img.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
+    img.save(path + ".part", format="PNG")
+    os.replace(path + ".part", path)
+
+
+def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, baseline: str | None = None,
+            survey: dict | None = None, config_path: str | None = None, workers=None, scheduler=None, quiet=False,
+            **tile_opts) -> dict:
+    from pyproj import CRS
+
+    from .terrain import write_cog
+
+    cfg = S.load_config(config_path)
+    out_dir = os.path.abspath(out_dir)
+    ts = tile(paths, out_dir, source, config_path=config_path, workers=workers, scheduler=scheduler, quiet=quiet,
+              **tile_opts)
+    settings = read_settings(out_dir)
+    gk = _grid(settings)
+    with Manifest(out_dir) as man:
+        codes = [s["code"] for s in man.sheets(source)]
+    if not codes:
+        raise ValueError(f"no sheets of {source} under {out_dir}: nothing to analyse")
+    work = os.path.join(out_dir, "_work", "seaweed", source)
+    os.makedirs(work, exist_ok=True)
+    items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": gk.bounds(c), "cfg": cfg,
+              "npz": os.path.join(work, f"{c}.npz")} for c in codes]
+    with session(workers, scheduler) as sess:
+        done = sess.map(sheet_task, items, desc=f"seaweed {source}", quiet=quiet)
+    res = cfg["products"]["cell_m"]
+    b = np.array([gk.bounds(c) for c in codes])
+    grid = Grid.covering((b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()), res)
+    prod = {k: np.full((grid.rows, grid.cols), np.nan) for k in S.PRODUCTS}
+    for it in items:
+        w, s, e, n = it["bounds"]
+        r0, c0 = int(round((grid.north - n) / res)), int(round((w - grid.west) / res))
+        with np.load(it["npz"]) as z:
+            for k in S.PRODUCTS:
+                prod[k][r0:r0 + z[k].shape[0], c0:c0 + z[k].shape[1]] = z[k]
+    prod["soundings"] = np.nan_to_num(prod["soundings"])
+    bed = S.bed_mask(prod, grid, cfg)
+    species = np.zeros(bed.shape, np.uint8)
+    model_info = None
+    if dive:
+        dives = S.read_dive(dive)
+        model, cv, used = S.train_species(prod, grid, dives, cfg)
+        species = S.predict_species(model, prod, bed, cfg)
+        model_info = {"dive_points": len(dives), "used": used, "cv_accuracy": cv,
+                      "features": cfg["species"]["features"]}
+    dest = os.path.join(out_dir, "seaweed", source)
+    os.makedirs(dest, exist_ok=True)
+    crs = CRS.from_user_input(settings["target_crs"])
+    horiz = (crs.sub_crs_list[0] if crs.is_compound else crs).to_wkt()
+    vertical = crs.sub_crs_list[1].name if crs.is_compound else "unknown"
+    files = {}
+    units = {"depth": "m below the vertical datum", "canopy_height": "m above the seafloor", "cover": "0-1",
+             "volume": "m (cover x canopy height)", "backscatter_mean": "dB", "backscatter_std": "dB",
+             "roughness": "m (std of floor soundings)", "soundings": "count in the window"}
+    for k in S.PRODUCTS:
+        files[k] = os.path.join(dest, f"{k}.tif")
+        write_cog(files[k], prod[k], grid, horiz, {"PRODUCT": k, "UNITS": units[k], "VERTICAL_DATUM": vertical,
+                                                  "PARAMS": json.dumps(cfg["products"])}, nodata=NODATA)
+    files["species"] = os.path.join(dest, "species.tif")
+    write_cog(files["species"], species.astype(float), grid, horiz,
+              {"PRODUCT": "species", "LABELS": json.dumps(cfg["species"]["labels"], ensure_ascii=False),
+               "MODEL": json.dumps(model_info)}, nodata=NODATA)
+    beds = S.bed_polygons(bed, prod, grid, cfg, species if dive else None)
+    files["beds"] = os.path.join(dest, "beds.geojson")
+    write_json(files["beds"], {"type": "FeatureCollection", "name": "beds", "crs": {"type": "name", "properties": {
+        "name": "urn:ogc:def:crs:EPSG::6676"}}, "features": beds}, ensure_ascii=False)
+    base = _baseline(baseline, source) if baseline else None
+    sv = {"date": "", "site": cfg["jblue"]["site"], "method": cfg["jblue"]["method"], "sensor": cfg["jblue"]["sensor"]}
+    sv.update(survey or {})
+    if not dive:  # without dive points every bed counts as one unnamed class
+        species = np.where(bed, 255, 0).astype(np.uint8)
+    rows = S.jblue_rows(species, bed, prod, grid, cfg, sv, base[1] if base else None)
+    files["jblue"] = os.path.join(dest, "jblue.csv")
+    fields = ["date", "site", "method", "sensor", "species", "area_ha", "mean_cover", "credited_area_ha",
+              "co2_t_per_ha_year", "co2_t_per_year"] + (["baseline_area_ha", "area_change_ha"] if base else [])
+    _write_csv(files["jblue"], rows, fields)
+    changes = None
+    if base:
+        changes = S.bed_changes(beds, base[0], cfg["beds"]["min_patch_m2"])
+        files["bed_changes"] = os.path.join(dest, "bed-changes.geojson")
+        write_json(files["bed_changes"], {"type": "FeatureCollection", "name": "bed changes", "features": changes},
+                   ensure_ascii=False)
+    files["quicklook"] = os.path.join(dest, "quicklook.png")
+    quicklook(files["quicklook"], grid, prod, species, bed)
+    summary = {"source": source, "sheets": done, "files": files, "bed_area_ha": round(float(bed.sum() * res ** 2 / 1e4), 4),
+               "beds": len(beds), "species_model": model_info, "jblue": rows,
+               "changes": {"gained": sum(1 for c in changes if c["properties"]["change"] == "gained"),
+                           "lost": sum(1 for c in changes if c["properties"]["change"] == "lost")} if base else None,
+               "tile": {k: v for k, v in ts.items() if k != "results"}, "config": cfg}
+    files["summary"] = os.path.join(dest, "seaweed-summary.json")
+    write_json(files["summary"], summary, indent=2, ensure_ascii=False, default=str)
+    return summary
