@@ -90,9 +90,18 @@ def make_mms(path, rng=None):
     return RoadScene(**DEMO_ROAD).write(str(path))
 
 
-def make_mbes(path, size=200.0, spacing=1.0, rng=None):
+DEMO_BEDS = [dict(species=1, cx=60.0, cy=60.0, a=30.0, b=20.0, angle=20.0),
+             dict(species=2, cx=140.0, cy=70.0, a=25.0, b=15.0, angle=-30.0),
+             dict(species=3, cx=100.0, cy=150.0, a=35.0, b=12.0, angle=70.0)]
+
+
+def make_mbes(path, size=200.0, spacing=1.0, rng=None, dive_path=None):
     """XYZ text in WGS 84 / UTM 54N (EPSG:32654), depth positive down (metres below chart datum), backscatter (dB)
-    and beam angle; a gently sloping sea floor of 8-20 m."""
+    and beam angle; a gently sloping sea floor of 8-20 m with three seaweed beds (DEMO_BEDS, in metres from the
+    patch's south-west corner; species, canopy height and cover as pipeline/seascene.SPECIES): soundings in a
+    bed land on its canopy with the bed's cover. With dive_path, dive points inside the beds (EPSG:6676 CSV)."""
+    from .seascene import SPECIES, SeaScene
+
     rng = rng or np.random.default_rng(SEED + 2)
     t = Transformer.from_crs(4326, 32654, always_xy=True)
     e0, n0 = t.transform(*MBES_LONLAT)
@@ -101,6 +110,12 @@ def make_mbes(path, size=200.0, spacing=1.0, rng=None):
     a, b = a.ravel() + rng.uniform(-0.3, 0.3, a.size), b.ravel() + rng.uniform(-0.3, 0.3, a.size)
     depth = 8 + 12 * a / size + 0.5 * np.sin(b / 15) + rng.normal(0, 0.05, a.size)
     bs = -25 - 5 * (b / size) + rng.normal(0, 1, a.size)
+    beds = SeaScene(origin=(0.0, 0.0), beds=DEMO_BEDS)
+    sp = beds.bed_species(a, b)
+    for code, (height, cover, back) in SPECIES.items():
+        hit = (sp == code) & (rng.random(a.size) < cover)
+        depth[hit] -= height * rng.uniform(0.9, 1.0, hit.sum())
+        bs[hit] = rng.normal(back, 2.0, hit.sum())
     angle = (b % 50) - 25
     data = np.column_stack([e0 + a, n0 + b, depth, bs, angle])
     with open(os.path.splitext(str(path))[0] + ".prj", "w") as f:
@@ -108,6 +123,13 @@ def make_mbes(path, size=200.0, spacing=1.0, rng=None):
     with open(path, "w") as f:
         f.write("easting,northing,depth,backscatter,beam_angle\n")
         np.savetxt(f, data, fmt=["%.3f", "%.3f", "%.3f", "%.2f", "%.1f"], delimiter=",")
+    if dive_path:
+        to6676 = Transformer.from_crs(32654, 6676, always_xy=True)
+        with open(dive_path, "w") as f:
+            f.write("x,y,species,date\n")
+            for d in SeaScene(origin=(e0, n0), beds=DEMO_BEDS).dives(per_species=25, seed=SEED):
+                x, y = to6676.transform(d["x"], d["y"])
+                f.write(f"{x:.3f},{y:.3f},{d['species']},{d['date']}\n")
     return len(data)
 
 
@@ -197,8 +219,10 @@ def make_survey(folder) -> dict:
              "mbes": os.path.join(paths["mbes"], "heda_mbes.xyz"),
              "iphone": os.path.join(paths["iphone"], "excavation_scan.ply"),
              "gcp": os.path.join(paths["iphone"], "excavation_gcp.csv"),
+             "dive": os.path.join(paths["mbes"], "heda_dive.csv"),
              "config": os.path.join(inp, "demo-config.yaml")}
-    counts = {"als": make_als(files["als"]), "mms": make_mms(files["mms"]), "mbes": make_mbes(files["mbes"]),
+    counts = {"als": make_als(files["als"]), "mms": make_mms(files["mms"]),
+              "mbes": make_mbes(files["mbes"], dive_path=files["dive"]),
               "iphone": make_iphone(files["iphone"], files["gcp"])}
     os.makedirs(os.path.join(inp, "deer"), exist_ok=True)
     files["deer"] = make_deer_inputs(os.path.join(inp, "deer"))
@@ -256,6 +280,13 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
     print(f"  road   mms    {rd['anomalies']['pothole']} potholes, {rd['anomalies']['step']} steps, "
           f"{rd['segments']} segments (class I/II/III {rd['classes']['I']}/{rd['classes']['II']}/"
           f"{rd['classes']['III']}) -> {out}/tiles/road/mms/")
+    from .stages.seaweed import seaweed
+
+    sw = seaweed([f["mbes"]], os.path.join(out, "tiles"), "mbes", dive=f["dive"], config_path=f["config"],
+                 survey={"date": "2026-06-15", "site": "Heda, Izu (demo)"}, workers=workers, quiet=quiet)
+    tot = sw["jblue"][-1]
+    print(f"  seaweed mbes   {sw['beds']} beds, {sw['bed_area_ha']} ha, species model accuracy (cross-validated) "
+          f"{sw['species_model']['cv_accuracy']:.2f}, CO2 {tot['co2_t_per_year']} t/yr -> {out}/tiles/seaweed/mbes/")
     from .layers.deer import deer_layer
 
     dr = f["deer"]
@@ -266,6 +297,7 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
         json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"},
                    "road": {k: v for k, v in rd.items() if k not in ("tile", "config")},
+                   "seaweed": {k: v for k, v in sw.items() if k not in ("tile", "config")},
                    "deer": {k: v for k, v in deer.items() if k != "config"}},
                   fh, indent=2, default=str, ensure_ascii=False)
     print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest and {out}/tiles")
