@@ -127,14 +127,20 @@ def cmd_road(a) -> int:
 def cmd_seaweed(a) -> int:
     from .stages.seaweed import seaweed
 
-    s = seaweed(a.paths, a.out, a.source, dive=a.dive, baseline=a.baseline, survey={"date": a.date or ""},
+    s = seaweed(a.paths, a.out, a.source, dive=a.dive, baseline=a.baseline, reference=a.reference,
+                survey={"date": a.date or ""},
                 config_path=a.config, height=a.height, crs=a.crs, assume_crs=a.assume_crs, workers=a.workers,
                 scheduler=a.scheduler, quiet=a.quiet)
     m = s["species_model"]
     print(f"seaweed {a.source}: {s['beds']} beds, {s['bed_area_ha']} ha"
-          + (f"; species from {m['used']} dive points (cross-validated accuracy {m['cv_accuracy']:.3f})" if m else
+          + (f"; species from {m['used']} dive points (cross-validated accuracy "
+             f"{'n/a (one species)' if m['cv_accuracy'] is None else format(m['cv_accuracy'], '.3f')})" if m else
              "; no dive points: species not classified")
           + f" -> {os.path.dirname(s['files']['summary'])}/")
+    if s.get("reference_floor"):
+        q = s["reference_floor"]
+        print(f"  seafloor vs reference: {q['cells']} cells, offset {q['mean_offset_m']} m, RMS after offset "
+              f"{q['rms_after_offset_m']} m")
     for r in s["jblue"]:
         print(f"  {r['species']}: {r['area_ha']} ha, cover {r['mean_cover']}, CO2 {r['co2_t_per_year']} t/yr"
               + (f", change {r['area_change_ha']:+} ha" if "area_change_ha" in r else ""))
@@ -295,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dive", help="dive-survey points (CSV x,y,species,date or GeoJSON) to train the species model")
     s.add_argument("--baseline", help="an earlier seaweed output (run directory or its seaweed/<source>/)")
     s.add_argument("--date", help="survey date for the J Blue table (YYYY-MM-DD)")
+    s.add_argument("--reference", help="a BAG grid to compare the extracted seafloor with")
     s.add_argument("--height", help="what z is in the inputs (default: the mbes profile's, chart_datum)")
     s.add_argument("--crs")
     s.add_argument("--assume-crs")

@@ -286,7 +286,7 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
                  survey={"date": "2026-06-15", "site": "Heda, Izu (demo)"}, workers=workers, quiet=quiet)
     tot = sw["jblue"][-1]
     print(f"  seaweed mbes   {sw['beds']} beds, {sw['bed_area_ha']} ha, species model accuracy (cross-validated) "
-          f"{sw['species_model']['cv_accuracy']:.2f}, CO2 {tot['co2_t_per_year']} t/yr -> {out}/tiles/seaweed/mbes/")
+          f"{sw['species_model']['cv_accuracy']}, CO2 {tot['co2_t_per_year']} t/yr -> {out}/tiles/seaweed/mbes/")
     from .layers.deer import deer_layer
 
     dr = f["deer"]

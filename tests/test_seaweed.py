@@ -127,3 +127,69 @@ def test_stage_outputs_jblue_and_baseline(tmp_path, bag):
         ["カジメ (Ecklonia cava)", "ホンダワラ類 (Sargassum)", "アマモ (Zostera marina)", "アマモ (Zostera marina)"])
     assert all(b["properties"]["depth_band"] == "5-10 m" or b["properties"]["depth_band"] == "10-20 m"
                for b in beds_out)
+
+
+def _write_bag(path, scene: SeaScene, offset: float, res: float = 2.0):
+    """A minimal BAG (HDF5: elevation rows south to north, uncertainty, ISO XML metadata with corner points,
+    resolution and EPSG:6676) holding the scene's true floor + offset at node centres."""
+    import h5py
+
+    n = int(scene.size / res)
+    xs = scene.origin[0] + (np.arange(n) + 0.5) * res
+    ys = scene.origin[1] + (np.arange(n) + 0.5) * res
+    gx, gy = np.meshgrid(xs, ys)
+    elev = (scene.floor(gx, gy) + offset).astype(np.float32)
+    xml = (f"<gmi:MI_Metadata><referenceSystemInfo><referenceSystemIdentifier><code><gco:CharacterString>6676"
+           f"</gco:CharacterString></code></referenceSystemIdentifier></referenceSystemInfo>"
+           f"<resolution><gco:Measure uom=\"Metres\">{res}</gco:Measure></resolution>"
+           f"<resolution><gco:Measure uom=\"Metres\">{res}</gco:Measure></resolution>"
+           f"<cornerPoints><gml:Point><gml:coordinates cs=\",\" ts=\" \">{xs[0]},{ys[0]} {xs[-1]},{ys[-1]}"
+           f"</gml:coordinates></gml:Point></cornerPoints>"
+           f"<verticalDatum><code>Chart datum (test)</code></verticalDatum></gmi:MI_Metadata>")
+    with h5py.File(path, "w") as f:
+        root = f.create_group("BAG_root")
+        root.create_dataset("elevation", data=elev)
+        root.create_dataset("uncertainty", data=np.full(elev.shape, 0.1, np.float32))
+        root.create_dataset("metadata", data=np.frombuffer(xml.encode(), dtype="S1"))
+
+
+def test_real_bag_reads_as_a_reference_surface(data_dir):
+    from pipeline.io.sonar import read_bag_surface
+
+    r = read_bag_surface(str(data_dir / "mbes" / "JD211_public_Release_1-4_UTM.bag"))
+    assert r["elevation"].shape == (1478, 1707) and r["res"] == 2.0 and r["crs"].to_epsg() == 32602
+    assert -53.0 < np.nanmin(r["elevation"]) < np.nanmax(r["elevation"]) < -50.9
+    assert r["vertical_datum"] == "Mean Sea Level"
+
+
+def test_seafloor_against_a_bag_reference(tmp_path, bag):
+    """A BAG of the scene's true floor 0.5 m higher (another vertical datum): the stage reports the 0.5 m offset
+    and, after it, the shape error of its floor (beds included)."""
+    from pipeline.stages.seaweed import seaweed
+
+    scene = SeaScene(density=2.0, bag=bag, seed=4)
+    scene.write_las(str(tmp_path / "mb.las"))
+    _write_bag(str(tmp_path / "ref.bag"), scene, 0.5)
+    s = seaweed([str(tmp_path / "mb.las")], str(tmp_path / "run"), reference=str(tmp_path / "ref.bag"),
+                height="orthometric", quiet=True)
+    q = s["reference_floor"]
+    assert q["cells"] > 0.9 * (scene.size / 0.5) ** 2
+    assert q["mean_offset_m"] == pytest.approx(-0.5, abs=0.03)
+    assert q["rms_after_offset_m"] <= 0.1
+    assert s["jblue"][-1]["species"] == "total" and s["species_model"] is None
+
+
+def test_cli_seaweed_and_sonar_provenance(tmp_path, capsys):
+    """`pcpipe seaweed` on an analytic-floor scene with dive points; the tiled sheets say pc:type sonar."""
+    from pipeline.cli import main
+    from pipeline.io.las import read_provenance
+
+    scene = SeaScene(size=120.0, density=2.0, beds=[dict(species=1, cx=60.0, cy=60.0, a=30.0, b=20.0, angle=0.0)])
+    scene.write_las(str(tmp_path / "mb.las"))
+    _write_dives(tmp_path / "dive.csv", scene.dives(per_species=20))
+    rc = main(["seaweed", str(tmp_path / "mb.las"), "--out", str(tmp_path / "run"), "--dive", str(tmp_path / "dive.csv"),
+               "--height", "orthometric", "--date", "2026-06-15", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "1 beds" in out and "カジメ (Ecklonia cava): 0.19" in out  # truth 0.1885 ha
+    sheet = next((tmp_path / "run" / "mbes").glob("*.laz"))
+    assert read_provenance(str(sheet))["pc_type"] == "sonar"

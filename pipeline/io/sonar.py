@@ -124,3 +124,22 @@ def read_bag(path) -> PointCloud:
     return PointCloud(cols, crs=bag_crs(xml), height="chart_datum",
                       meta={"format": "bag", "grid": list(elev.shape), "resolution": [dx, dy],
                             "bag_vertical_datum": vd})
+
+
+def read_bag_surface(path):
+    """A BAG grid as a reference seafloor surface: (west, north, res, elevation rows north-first with NaN for no
+    data, CRS, vertical datum code). BAG nodes are cell centres and its rows run south to north."""
+    pc = read_bag(path)  # validates and parses the metadata
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        elev = np.asarray(f["BAG_root/elevation"], float)
+    elev[elev >= 1e6 - 1] = np.nan
+    dx, dy = pc.meta["resolution"]
+    x0, y0 = float(pc.x.min()) if len(pc) else 0.0, float(pc.y.min()) if len(pc) else 0.0
+    r, c = np.nonzero(~np.isnan(elev))
+    x0 -= c.min() * dx if len(c) else 0.0  # x of node column 0
+    y0 -= r.min() * dy if len(r) else 0.0
+    west, north = x0 - dx / 2, y0 + (elev.shape[0] - 0.5) * dy
+    return {"west": west, "north": north, "res": dx, "elevation": elev[::-1], "crs": pc.crs,
+            "vertical_datum": pc.meta.get("bag_vertical_datum")}

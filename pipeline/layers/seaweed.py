@@ -320,3 +320,32 @@ def bed_changes(current: list[dict], baseline: list[dict], min_m2: float) -> lis
                 out.append({"type": "Feature", "geometry": mapping(g),
                             "properties": {"change": kind, "area_ha": round(g.area / 1e4, 4)}})
     return out
+
+
+def compare_reference(floor_depth: np.ndarray, grid: Grid, ref: dict, crs) -> dict | None:
+    """Our seafloor against a reference surface (a BAG grid): where both exist, the mean offset (vertical datums
+    may differ by a constant) and the RMS after removing it, in metres; None when they do not overlap."""
+    from pyproj import Transformer
+
+    cx, cy = grid.centres()
+    ok = ~np.isnan(floor_depth)
+    if not ok.any():
+        return None
+    t = Transformer.from_crs(crs, ref["crs"], always_xy=True)
+    rx, ry = t.transform(cx[ok], cy[ok])
+    e = ref["elevation"]
+    col = np.floor((rx - ref["west"]) / ref["res"]).astype(np.int64)
+    row = np.floor((ref["north"] - ry) / ref["res"]).astype(np.int64)
+    inside = (row >= 0) & (row < e.shape[0]) & (col >= 0) & (col < e.shape[1])
+    if not inside.any():
+        return None
+    val = np.full(len(rx), np.nan)
+    val[inside] = e[row[inside], col[inside]]
+    ours = -floor_depth[ok]
+    both = ~np.isnan(val)
+    if both.sum() < 10:
+        return None
+    d = ours[both] - val[both]
+    return {"cells": int(both.sum()), "mean_offset_m": round(float(d.mean()), 4),
+            "rms_after_offset_m": round(float(np.sqrt(np.mean((d - d.mean()) ** 2))), 4),
+            "reference_vertical_datum": ref.get("vertical_datum")}

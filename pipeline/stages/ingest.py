@@ -129,7 +129,8 @@ class Ingestion:
         p = {"source_file": os.path.basename(self.path), "source_kind": self.source, "source_format": o.format,
              "source_crs": self.src.name, "source_crs_epsg": crsmod.epsg_of(self.src), "crs_chosen_by": self.how,
              "horizontal_crs_epsg": crsmod.epsg_of(rp.target.crs), "vertical_datum": rp.plan.vertical_datum,
-             "geoid_model": rp.plan.geoid, "height_source": rp.plan.kind, "pcpipe_output_version": VERSION}
+             "geoid_model": rp.plan.geoid, "height_source": rp.plan.kind, "pcpipe_output_version": VERSION,
+             "pc_type": "sonar" if self.source == "mbes" else "lidar"}  # STAC pointcloud pc:type
         if self.helmert is not None:
             p["control_point_rms_m"] = round(self.helmert.rms, 6)
         return p

@@ -78,7 +78,7 @@ def quicklook(path, grid, prod, species, bed):
 
 
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, baseline: str | None = None,
-            survey: dict | None = None, config_path: str | None = None, workers=None, scheduler=None, quiet=False,
+            reference: str | None = None, survey: dict | None = None, config_path: str | None = None, workers=None, scheduler=None, quiet=False,
             **tile_opts) -> dict:
     from pyproj import CRS
 
@@ -159,8 +159,14 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, ba
                    ensure_ascii=False)
     files["quicklook"] = os.path.join(dest, "quicklook.png")
     quicklook(files["quicklook"], grid, prod, species, bed)
+    ref_cmp = None
+    if reference:
+        from ..io.sonar import read_bag_surface
+
+        ref_cmp = S.compare_reference(prod["depth"], grid, read_bag_surface(reference), crs.sub_crs_list[0]
+                                      if crs.is_compound else crs)
     summary = {"source": source, "sheets": done, "files": files, "bed_area_ha": round(float(bed.sum() * res ** 2 / 1e4), 4),
-               "beds": len(beds), "species_model": model_info, "jblue": rows,
+               "beds": len(beds), "species_model": model_info, "jblue": rows, "reference_floor": ref_cmp,
                "changes": {"gained": sum(1 for c in changes if c["properties"]["change"] == "gained"),
                            "lost": sum(1 for c in changes if c["properties"]["change"] == "lost")} if base else None,
                "tile": {k: v for k, v in ts.items() if k != "results"}, "config": cfg}
