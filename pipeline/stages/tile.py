@@ -178,7 +178,8 @@ def assemble_sheet(item: dict) -> dict:
             "inputs": [pv.get("source_file") for pv in provs],
             "vertical_datum": sorted({str(pv.get("vertical_datum")) for pv in provs}),
             "geoid_model": sorted({str(pv.get("geoid_model")) for pv in provs}),
-            "horizontal_crs_epsg": provs[0].get("horizontal_crs_epsg")}
+            "horizontal_crs_epsg": provs[0].get("horizontal_crs_epsg"),
+            "pc_type": "sonar" if item["source"] == "mbes" else "lidar"}
     header = _unified_header(headers)
     add_provenance(header, prov)
     occupied = None
