@@ -59,13 +59,25 @@ def _sample(grid: Grid, arr: np.ndarray, x, y) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- seafloor
+def _density(x, y) -> float:
+    occupied = len(np.unique(np.floor(np.asarray(x) / 5.0) * 1e7 + np.floor(np.asarray(y) / 5.0))) * 25.0
+    return len(x) / max(occupied, 1.0)
+
+
+def floor_cell(x, y, cfg: dict) -> float:
+    """Floor cell size: cell_m, widened where sparse so that a cell holds about min_soundings (inside a dense
+    bed only the share 1 - cover reaches the floor)."""
+    fc = cfg["floor"]
+    return float(max(fc["cell_m"], np.ceil(np.sqrt(fc["min_soundings"] / max(_density(x, y), 1e-6)))))
+
+
 def seafloor(x, y, z, bounds, cfg: dict) -> tuple[Grid, np.ndarray, float]:
     """(coarse grid, floor heights on it, sounding noise sigma). First guess: a low quantile per cell (inside a
     bed the lowest soundings are the beams that reached the floor); then twice: the floor soundings are those
     within band_sigma x sigma of the current floor, and the floor is their mean per cell (unbiased by noise),
     holes filled harmonically."""
     fc = cfg["floor"]
-    g = Grid.covering(bounds, fc["cell_m"])
+    g = Grid.covering(bounds, floor_cell(x, y, cfg))
     r, c, ok = _cells(g, x, y)
     ids = (r * g.cols + c)[ok]
     zz = np.asarray(z)[ok]
@@ -92,9 +104,7 @@ def support_half_width(x, y, cfg: dict) -> float:
     """Half-width (m) of the window a cell's statistics use: support_m, widened where the soundings are sparse
     so that a window holds about min_soundings (a 95 % quantile of three soundings is noise)."""
     pc = cfg["products"]
-    occupied = len(np.unique(np.floor(np.asarray(x) / 5.0) * 1e7 + np.floor(np.asarray(y) / 5.0))) * 25.0
-    density = len(x) / max(occupied, 1.0)
-    return float(max(pc["support_m"], 0.5 * np.sqrt(pc["min_soundings"] / max(density, 1e-6))))
+    return float(max(pc["support_m"], 0.5 * np.sqrt(pc["min_soundings"] / max(_density(x, y), 1e-6))))
 
 
 def products(x, y, z, backscatter, grid: Grid, floor_grid: Grid, floor: np.ndarray, cfg: dict) -> dict:
