@@ -180,6 +180,7 @@ def bed_mask(prod: dict, grid: Grid, cfg: dict) -> np.ndarray:
 def bed_polygons(bed: np.ndarray, prod: dict, grid: Grid, cfg: dict, species: np.ndarray | None = None) -> list:
     from rasterio.features import shapes
     from shapely.geometry import mapping, shape
+    from shapely.ops import unary_union
 
     lab, n = ndimage.label(bed)
     feats = []
@@ -188,7 +189,7 @@ def bed_polygons(bed: np.ndarray, prod: dict, grid: Grid, cfg: dict, species: np
     for k in range(1, n + 1):
         m = lab == k
         polys = [shape(gj) for gj, v in shapes(m.astype(np.uint8), mask=m, transform=grid.transform) if v == 1]
-        geom = max(polys, key=lambda p: p.area) if len(polys) == 1 else __import__("shapely").ops.unary_union(polys)
+        geom = polys[0] if len(polys) == 1 else unary_union(polys)
         depth = float(np.nanmean(prod["depth"][m]))
         band = next((f"{lo}-{hi} m" for lo, hi in zip([0] + bands[:-1], bands) if depth < hi), f">{bands[-1]} m")
         props = {"bed": k, "area_ha": round(float(m.sum() * grid.res ** 2 / 1e4), 4),
