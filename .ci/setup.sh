@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-# Debian packages: python3-venv for the virtual environment.
-APT_PACKAGES="python3-venv"
+# Debian packages: python3-venv for the virtual environment, libusb-1.0-0 for open3d-cpu.
+APT_PACKAGES="python3-venv libusb-1.0-0"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then

@@ -147,6 +147,22 @@ def cmd_seaweed(a) -> int:
     return 0
 
 
+def cmd_pipes(a) -> int:
+    from .stages.pipes import pipes
+
+    nominal = [int(v) for v in a.nominal.split(",")] if a.nominal else None
+    s = pipes(a.scans, a.out, gcp=a.gcp, nominal=nominal, date=a.date, config_path=a.config, crs=a.crs,
+              quiet=a.quiet)
+    for q in s["refused"]:
+        print(f"  REFUSED {q['input']}: [{q['code']}] {q['reason']}")
+    print(f"pipes: {len(s['pipes'])} pipe(s) from {len(s['scans'])} scan(s) -> {os.path.dirname(s['files']['csv'])}/")
+    for r in s["pipes"]:
+        print(f"  {r['id']}: {r['diameter_mm']} mm (nominal {r['nominal_mm']}), {r['length_m']} m, slope "
+              f"{r['slope_permille']} per mille, cover {r['cover_start_m']} / {r['cover_end_m']} m, fit RMS "
+              f"{r['fit_rms_mm']} mm, {r['arc_deg']:.0f} deg seen")
+    return 2 if s["refused"] else 0
+
+
 def cmd_run(a) -> int:
     from .stages.run import run
 
@@ -310,6 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_seaweed)
+
+    s = sub.add_parser("pipes", help="pipe ledger from iPhone scans of an excavation")
+    s.add_argument("scans", nargs="+", help="scans of one excavation (PLY, LAS, OBJ, 3d Scanner App export)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--gcp", help="control points CSV (name,x,y,z,E,N,H) for local-frame scans")
+    s.add_argument("--nominal", help="nominal diameters in mm, comma-separated (default in pipes.yaml)")
+    s.add_argument("--date", help="scan date (YYYY-MM-DD) for the ledger")
+    s.add_argument("--crs", help="CRS of scans already in map coordinates")
+    s.add_argument("--config", help="YAML with a pipes: mapping over pipeline/layers/pipes.yaml (and profiles:)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_pipes)
 
     s = sub.add_parser("run", help="tile every source given, then the layer stages that read them (terrain, road)")
     s.add_argument("--out", required=True, help="run directory")

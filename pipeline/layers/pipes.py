@@ -1,0 +1,322 @@
+"""Pipe layer from iPhone scans of excavations: noise removal and ICP between scans (open3d), the ground, walls and
+floor as RANSAC planes, then pipes as cylinders in what is left: DBSCAN clusters, a PCA axis, an algebraic circle
+fit on the points projected across the axis, refined by least squares on axis and radius together (works on
+partial arcs), bends split into straight pieces, diameters snapped to nominal sizes. Thresholds in pipes.yaml."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import yaml
+
+HERE = os.path.dirname(__file__)
+
+
+def load_config(path=None) -> dict:
+    from ..config import _merge
+
+    with open(os.path.join(HERE, "pipes.yaml"), encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            cfg = _merge(cfg, (yaml.safe_load(f) or {}).get("pipes") or {})
+    return cfg
+
+
+def _o3d(xyz):
+    import open3d as o3d
+
+    pc = o3d.geometry.PointCloud()
+    pc.points = o3d.utility.Vector3dVector(np.asarray(xyz, float))
+    return pc
+
+
+# ------------------------------------------------------------------------------------------- preparation
+def prepare(xyz: np.ndarray, cfg: dict) -> tuple[np.ndarray, dict]:
+    """Statistical outliers removed, thinned to a voxel grid; coordinates are shifted to a local origin while
+    open3d works (it computes in float64, but RANSAC and DBSCAN tolerances are easier to reason about near 0)."""
+    p = cfg["prepare"]
+    n0 = len(xyz)
+    pc = _o3d(xyz)
+    pc, idx = pc.remove_statistical_outlier(p["outlier_neighbours"], p["outlier_std"])
+    pc = pc.voxel_down_sample(p["voxel_m"])
+    out = np.asarray(pc.points)
+    return out, {"points_in": n0, "outliers": n0 - len(idx), "points_used": len(out)}
+
+
+def register(scans: list[np.ndarray], cfg: dict) -> tuple[list[np.ndarray], list[dict]]:
+    """Every scan after the first aligned to the first by point-to-plane ICP (scans of one excavation, roughly
+    placed already by their control points or session); fitness and inlier RMSE reported per scan."""
+    import open3d as o3d
+
+    ref = _o3d(scans[0])
+    ref.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=0.05, max_nn=30))
+    out, reports = [scans[0]], []
+    for s in scans[1:]:
+        src = _o3d(s)
+        r = o3d.pipelines.registration.registration_icp(
+            src, ref, cfg["prepare"]["icp_max_distance_m"], np.eye(4),
+            o3d.pipelines.registration.TransformationEstimationPointToPlane())
+        src.transform(r.transformation)
+        out.append(np.asarray(src.points))
+        reports.append({"fitness": round(float(r.fitness), 4), "inlier_rmse_m": round(float(r.inlier_rmse), 4),
+                        "transformation": np.round(r.transformation, 6).tolist()})
+    return out, reports
+
+
+# ------------------------------------------------------------------------------------------------ planes
+def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
+    """Ground, walls and floor: RANSAC planes, largest first; a plane whose inliers do not fill a surface (the
+    tops of pipes at one height form strips) is set aside and its points stay for the pipes. Returns (planes,
+    mask of points left)."""
+    pc_cfg = cfg["planes"]
+    left = np.ones(len(xyz), bool)
+    search = np.ones(len(xyz), bool)  # candidates for the next plane; a rejected plane's points stay in `left`
+    planes = []
+    for _ in range(pc_cfg["max_planes"] * 2):
+        if len(planes) >= pc_cfg["max_planes"]:
+            break
+        idx_left = np.flatnonzero(search)
+        if len(idx_left) < pc_cfg["min_points"]:
+            break
+        model, inl = _o3d(xyz[idx_left]).segment_plane(pc_cfg["distance_m"], 3, 1000, seed=0) \
+            if _seeded() else _o3d(xyz[idx_left]).segment_plane(pc_cfg["distance_m"], 3, 1000)
+        inl = idx_left[np.asarray(inl)]
+        if len(inl) < pc_cfg["min_points"]:
+            break
+        pts = xyz[inl]
+        search[inl] = False
+        if not _is_surface(pts):
+            continue
+        a, b, c, d = model
+        nz = abs(c) / np.linalg.norm([a, b, c])
+        kind = "horizontal" if nz >= pc_cfg["horizontal_min_nz"] else ("wall" if nz < 0.3 else None)
+        if kind is None:  # a tilted plane through the trench would cut pipes; leave its points
+            continue
+        planes.append({"model": [float(v) for v in model], "kind": kind, "points": int(len(inl)),
+                       "mean_z": float(pts[:, 2].mean()), "idx": inl})
+        left[inl] = False
+    # the ground is the largest horizontal plane (the apron around the trench) and the pieces at its level
+    # (RANSAC cuts sloping ground into several); horizontal planes well below it are the trench floor
+    horiz = [p for p in planes if p["kind"] == "horizontal"]
+    if horiz:
+        main = max(horiz, key=lambda p: p["points"])
+        for p in horiz:
+            p["kind"] = "ground" if p["mean_z"] >= main["mean_z"] - 0.3 else "floor"
+    return planes, left
+
+
+def _is_surface(pts: np.ndarray, cell: float = 0.1) -> bool:
+    """Inliers that fill a surface at least 0.5 m both ways, not strips (the tops of pipes at one height)."""
+    q = pts - pts.mean(0)
+    _, v = np.linalg.eigh(np.cov(q.T))
+    a, b = q @ v[:, -1], q @ v[:, -2]
+    # the core of the inliers (5-95 %): a wall's plane also grazes the ground along its top edge
+    (a0, a1), (b0, b1) = np.percentile(a, [5, 95]), np.percentile(b, [5, 95])
+    if a1 - a0 < 0.5 or b1 - b0 < 0.5:
+        return False
+    core = (a >= a0) & (a <= a1) & (b >= b0) & (b <= b1)
+    ia, ib = ((a[core] - a0) // cell).astype(int), ((b[core] - b0) // cell).astype(int)
+    occupied = len(np.unique(ia * 100000 + ib))
+    return occupied / ((ia.max() + 1) * (ib.max() + 1)) >= 0.6
+
+
+def ground_model(planes: list[dict], xyz: np.ndarray):
+    """Least-squares plane through the inliers of all ground pieces: (a, b, c) of z = a x + b y + c."""
+    idx = np.concatenate([p["idx"] for p in planes if p["kind"] == "ground"]) if any(
+        p["kind"] == "ground" for p in planes) else np.zeros(0, int)
+    if len(idx) < 3:
+        return None
+    g = xyz[idx]
+    coef, *_ = np.linalg.lstsq(np.column_stack([g[:, 0], g[:, 1], np.ones(len(g))]), g[:, 2], rcond=None)
+    return coef
+
+
+def _seeded() -> bool:
+    import inspect
+
+    import open3d as o3d
+
+    try:
+        return "seed" in inspect.signature(o3d.geometry.PointCloud.segment_plane).parameters
+    except (TypeError, ValueError):
+        return "seed" in (o3d.geometry.PointCloud.segment_plane.__doc__ or "")
+
+
+def plane_z(model, x, y):
+    a, b, c, d = model
+    return -(a * np.asarray(x) + b * np.asarray(y) + d) / c
+
+
+# ----------------------------------------------------------------------------------------------- cylinder
+def _frame(d):
+    d = d / np.linalg.norm(d)
+    u = np.cross(d, [0, 0, 1.0] if abs(d[2]) < 0.9 else [1.0, 0, 0])
+    u /= np.linalg.norm(u)
+    return d, u, np.cross(d, u)
+
+
+def circle_fit(p2: np.ndarray) -> tuple[float, float, float]:
+    """Algebraic (Kasa) circle through 2D points: (cx, cy, r)."""
+    a = np.column_stack([2 * p2[:, 0], 2 * p2[:, 1], np.ones(len(p2))])
+    b = (p2 ** 2).sum(1)
+    (cx, cy, c), *_ = np.linalg.lstsq(a, b, rcond=None)
+    return float(cx), float(cy), float(np.sqrt(max(c + cx * cx + cy * cy, 1e-12)))
+
+
+def cylinder_fit(pts: np.ndarray) -> dict:
+    """Axis by PCA, circle by the algebraic fit across it, then least squares on axis direction, position and
+    radius together; the radius is corrected for the noise (distances to an axis are biased up by
+    sigma^2 / 2r). Returns axis point, direction, radius, RMS, share of circumference seen and axis ends."""
+    from scipy.optimize import least_squares
+
+    c0 = pts.mean(0)
+    w, v = np.linalg.eigh(np.cov((pts - c0).T))
+    d, u, vv = _frame(v[:, -1])
+    q = pts - c0
+    p2 = np.column_stack([q @ u, q @ vv])
+    cx, cy, r = circle_fit(p2)
+
+    def axis_of(x):
+        dd = d + x[2] * u + x[3] * vv
+        dd = dd / np.linalg.norm(dd)
+        return c0 + x[0] * u + x[1] * vv, dd
+
+    def resid(x):
+        p0, dd = axis_of(x)
+        return np.linalg.norm(np.cross(pts - p0, dd), axis=1) - x[4]
+
+    sol = least_squares(resid, [cx, cy, 0.0, 0.0, r], loss="soft_l1", f_scale=0.02)
+    p0, dd = axis_of(sol.x)
+    rad = abs(float(sol.x[4]))
+    res = resid(sol.x)
+    rms = float(np.sqrt(np.mean(res ** 2)))
+    rad_corr = float(np.sqrt(max(rad * rad - rms * rms, 1e-12)))  # E[dist] ~ sqrt(r^2 + sigma^2)
+    dd, uu, ww = _frame(dd)
+    if dd[0] < 0 or (abs(dd[0]) < 1e-9 and dd[1] < 0):
+        dd = -dd
+    t = (pts - p0) @ dd
+    rel = pts - p0 - np.outer(t, dd)
+    ang = np.degrees(np.arctan2(rel @ ww, rel @ uu)) % 360
+    hist = np.bincount((ang // 10).astype(int), minlength=36)
+    arc = float((hist >= max(3, 0.2 * hist.max())).sum() * 10)  # bins holding a fifth of the fullest: noise spills
+    return {"point": p0, "direction": dd, "radius": rad_corr, "rms": rms, "arc_deg": arc, "points": len(pts),
+            "start": p0 + t.min() * dd, "end": p0 + t.max() * dd, "t": t, "pts": pts}
+
+
+def extract_pipes(xyz: np.ndarray, cfg: dict, full: np.ndarray | None = None) -> tuple[list[dict], list[dict]]:
+    """(pipes, planes) from a prepared scan; each cylinder is refitted on the points of `full` (the scan before
+    outlier removal and thinning, when given) near it: both trim the noise's tails, which pulls a partial arc's
+    radius in."""
+    pc = cfg["pipes"]
+    planes, left = find_planes(xyz, cfg)
+    rest = xyz[left]
+    if len(rest) < pc["cluster_min_points"]:
+        return [], planes
+    labels = np.asarray(_o3d(rest).cluster_dbscan(pc["cluster_eps_m"], pc["cluster_core_points"]))
+    found = []
+    for k in range(labels.max() + 1):
+        if (labels == k).sum() >= pc["cluster_min_points"]:
+            found += _pieces(rest[labels == k], cfg, depth=0)
+    found = [recollect(f, rest if full is None else full) for f in merge_collinear(found, cfg)]
+    pipes = []
+    lo, hi = pc["diameter_range_mm"]
+    for f in found:
+        dia = 2000 * f["radius"]
+        length = float(np.linalg.norm(f["end"] - f["start"]))
+        f["rejected"] = None
+        if length < pc["min_length_m"]:
+            f["rejected"] = f"shorter than {pc['min_length_m']} m"
+        elif not lo <= dia <= hi:
+            f["rejected"] = f"diameter {dia:.0f} mm outside {lo}-{hi}"
+        elif f["rms"] > pc["max_rms_m"]:
+            f["rejected"] = f"fit RMS {f['rms'] * 1000:.0f} mm"
+        elif f["arc_deg"] < pc["min_arc_deg"]:
+            f["rejected"] = f"only {f['arc_deg']:.0f} deg of its circumference seen"
+        if f["rejected"] is None:
+            f["length"] = length
+            pipes.append(f)
+    return pipes, planes
+
+
+def recollect(f: dict, pts: np.ndarray, rounds: int = 2) -> dict:
+    """Refit on every point within 3 sigma of the fitted surface along the fitted extent: clustering drops the
+    points that noise carried furthest out, which pulls a partial arc's radius in."""
+    for _ in range(rounds):
+        t = (pts - f["point"]) @ f["direction"]
+        dist = np.linalg.norm(np.cross(pts - f["point"], f["direction"]), axis=1)
+        band = max(3 * f["rms"], 0.02)
+        near = (np.abs(dist - f["radius"]) <= band) & (t >= f["t"].min() - 0.02) & (t <= f["t"].max() + 0.02)
+        if near.sum() < 0.8 * f["points"]:
+            break
+        f = cylinder_fit(pts[near])
+    return f
+
+
+def merge_collinear(found: list[dict], cfg: dict) -> list[dict]:
+    """Pieces of one pipe cut apart by a shadow or an obstacle: same direction (3 deg), axes within 3 cm of each
+    other, diameters within merge_tolerance_mm (short pieces of a partial arc scatter); refitted as one."""
+    tol = cfg["pipes"]["merge_tolerance_mm"] / 1000.0
+    out = list(found)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if abs(a["direction"] @ b["direction"]) < np.cos(np.radians(3)):
+                    continue
+                off = np.linalg.norm(np.cross(b["point"] - a["point"], a["direction"]))
+                if off > 0.03 or abs(a["radius"] - b["radius"]) * 2 > tol:
+                    continue
+                out[i] = cylinder_fit(np.vstack([a["pts"], b["pts"]]))
+                del out[j]
+                merged = True
+                break
+            if merged:
+                break
+    return out
+
+
+def _pieces(pts, cfg, depth):
+    """A cluster's cylinder, or two along its axis when it bends (fit RMS over bend_rms_m)."""
+    pc = cfg["pipes"]
+    if len(pts) < pc["cluster_min_points"]:
+        return []
+    f = cylinder_fit(pts)
+    length = float(f["t"].max() - f["t"].min())
+    if f["rms"] > pc["bend_rms_m"] and length > 2 * pc["min_length_m"] and depth < 3:
+        mid = np.median(f["t"])
+        return _pieces(pts[f["t"] < mid], cfg, depth + 1) + _pieces(pts[f["t"] >= mid], cfg, depth + 1)
+    return [f]
+
+
+def snap(diameter_mm: float, cfg: dict) -> int | None:
+    nom = np.array(cfg["pipes"]["nominal_mm"], float)
+    i = int(np.argmin(np.abs(nom - diameter_mm)))
+    return int(nom[i]) if abs(nom[i] - diameter_mm) <= cfg["pipes"]["snap_tolerance_mm"] else None
+
+
+def ledger(pipes: list[dict], ground, cfg: dict, meta: dict) -> list[dict]:
+    """One record per pipe: diameters, axis ends (E, N, T.P.), length, slope (per mille), cover depth at both
+    ends (the ground model z = a x + b y + c above the axis minus the pipe's top), fit quality, support, scan
+    date and source. Coordinates as given (shift them back before if they were made local)."""
+    rows = []
+    for i, f in enumerate(sorted(pipes, key=lambda f: (round(f["start"][1], 1), f["start"][0])), start=1):
+        a, b = f["start"], f["end"]
+        dia = 2000 * f["radius"]
+        horiz = float(np.hypot(*(b - a)[:2]))
+        rec = {"id": f"{meta.get('prefix', 'P')}{i:03d}", "nominal_mm": snap(dia, cfg),
+               "diameter_mm": round(dia, 1), "start_e": round(float(a[0]), 3), "start_n": round(float(a[1]), 3),
+               "start_h": round(float(a[2]), 3), "end_e": round(float(b[0]), 3), "end_n": round(float(b[1]), 3),
+               "end_h": round(float(b[2]), 3), "length_m": round(f["length"], 3),
+               "slope_permille": round(float((b[2] - a[2]) / horiz * 1000), 1) if horiz > 0 else None,
+               "cover_start_m": None, "cover_end_m": None, "fit_rms_mm": round(f["rms"] * 1000, 1),
+               "arc_deg": f["arc_deg"], "points": f["points"], "scan_date": meta.get("date"),
+               "source": meta.get("source"), "georeference": meta.get("georeference")}
+        if ground is not None:
+            for end, q in (("start", a), ("end", b)):
+                top = ground[0] * q[0] + ground[1] * q[1] + ground[2]
+                rec[f"cover_{end}_m"] = round(float(top - (q[2] + f["radius"])), 3)
+        rows.append(rec)
+    return rows

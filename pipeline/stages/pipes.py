@@ -1,0 +1,146 @@
+"""Pipe stage: ingest each iPhone scan (georeferenced by its control points, which are checked and may refuse the
+scan), prepare and register the scans of one excavation, find the planes and the pipes, and write the ledger,
+the excavation mesh and the pipe cylinders under OUT/pipes/."""
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+
+from ..layers import pipes as PL
+from ..outputs import write_json
+
+FIELDS = ["id", "nominal_mm", "diameter_mm", "start_e", "start_n", "start_h", "end_e", "end_n", "end_h", "length_m",
+          "slope_permille", "cover_start_m", "cover_end_m", "fit_rms_mm", "arc_deg", "points", "scan_date", "source",
+          "georeference"]
+
+
+def _read_xyz(path):
+    from ..io import open_input
+
+    parts = [np.column_stack([c.x, c.y, c.z]) for c in open_input(path).chunks(2_000_000)]
+    return np.vstack(parts) if parts else np.zeros((0, 3))
+
+
+def _meshes(xyz_local, pipes_local, dest, cfg):
+    """Excavation surface (Poisson, low-density fringe trimmed) and one cylinder per pipe, as PLY and binary
+    glTF, in the local frame whose origin the summary gives (glTF stores float32: EPSG:6676 metres would lose
+    their millimetres)."""
+    import open3d as o3d
+
+    pc = PL._o3d(xyz_local)
+    pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=0.05, max_nn=30))
+    pc.orient_normals_towards_camera_location(xyz_local.mean(0) + [0, 0, 10.0])
+    mesh, dens = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(pc, depth=cfg["mesh"]["poisson_depth"])
+    dens = np.asarray(dens)
+    mesh.remove_vertices_by_mask(dens < np.quantile(dens, 0.05))
+    files = {}
+    for ext in ("ply", "glb"):
+        files[f"excavation_{ext}"] = os.path.join(dest, f"excavation.{ext}")
+        o3d.io.write_triangle_mesh(files[f"excavation_{ext}"], mesh)
+    cyl = o3d.geometry.TriangleMesh()
+    for f in pipes_local:
+        a, b = f["start"], f["end"]
+        length = float(np.linalg.norm(b - a))
+        c = o3d.geometry.TriangleMesh.create_cylinder(radius=f["radius"], height=length, resolution=24)
+        z = np.array([0, 0, 1.0])
+        d = (b - a) / length
+        axis = np.cross(z, d)
+        angle = np.arccos(np.clip(z @ d, -1, 1))
+        if np.linalg.norm(axis) > 1e-9:
+            c.rotate(o3d.geometry.get_rotation_matrix_from_axis_angle(axis / np.linalg.norm(axis) * angle),
+                     center=(0, 0, 0))
+        c.translate((a + b) / 2)
+        cyl += c
+    cyl.compute_vertex_normals()
+    for ext in ("ply", "glb"):
+        files[f"cylinders_{ext}"] = os.path.join(dest, f"pipes.{ext}")
+        o3d.io.write_triangle_mesh(files[f"cylinders_{ext}"], cyl)
+    return files, {"excavation_triangles": len(mesh.triangles), "cylinder_triangles": len(cyl.triangles)}
+
+
+def quicklook(path, xyz, rows, res=0.01):
+    """Top view: points by height (grey), pipes as red axes with their ids' positions marked."""
+    from PIL import Image, ImageDraw
+
+    x0, y1 = xyz[:, 0].min(), xyz[:, 1].max()
+    w = int((xyz[:, 0].max() - x0) / res) + 1
+    h = int((y1 - xyz[:, 1].min()) / res) + 1
+    img = np.full((h, w), 30, np.uint8)
+    z = xyz[:, 2]
+    g = (60 + 190 * (z - z.min()) / max(np.ptp(z), 1e-6)).astype(np.uint8)
+    img[((y1 - xyz[:, 1]) / res).astype(int), ((xyz[:, 0] - x0) / res).astype(int)] = g
+    im = Image.fromarray(img).convert("RGB")
+    d = ImageDraw.Draw(im)
+    for r in rows:
+        a = ((r["start_e"] - x0) / res, (y1 - r["start_n"]) / res)
+        b = ((r["end_e"] - x0) / res, (y1 - r["end_n"]) / res)
+        d.line([a, b], fill=(220, 30, 30), width=max(2, int(r["diameter_mm"] / 1000 / res)))
+        d.text(a, r["id"], fill=(255, 255, 0))
+    im.save(path + ".part", format="PNG")
+    os.replace(path + ".part", path)
+
+
+def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None = None, date: str | None = None,
+          config_path: str | None = None, quiet: bool = False, **ingest_opts) -> dict:
+    from ..stages.ingest import ingest
+
+    cfg = PL.load_config(config_path)
+    if nominal:
+        cfg["pipes"]["nominal_mm"] = sorted(int(n) for n in nominal)
+    out_dir = os.path.abspath(out_dir)
+    work = os.path.join(out_dir, "_work", "pipes")
+    s = ingest(list(scans), work, "iphone", gcp=gcp, config_path=config_path, quiet=quiet, **ingest_opts)
+    accepted = [r for r in s["results"] if r["status"] == "accepted"]
+    refused = [{"input": r["input"], "code": r.get("code"), "reason": r.get("reason")} for r in s["results"]
+               if r["status"] != "accepted"]
+    if not accepted:
+        raise ValueError("no scan could be used: " + "; ".join(f"{os.path.basename(q['input'])}: {q['reason']}"
+                                                                for q in refused))
+    clouds = [_read_xyz(r["output"]) for r in accepted]
+    origin = np.floor(clouds[0].min(0))
+    prepared, prep_info = [], []
+    for c in clouds:
+        p, info = PL.prepare(c - origin, cfg)
+        prepared.append(p)
+        prep_info.append(info)
+    registered, icp = PL.register(prepared, cfg) if len(prepared) > 1 else (prepared, [])
+    xyz = np.vstack(registered)
+    full = clouds[0] - origin
+    for c, rep in zip(clouds[1:], icp):  # the unthinned scans, moved as ICP moved their thinned copies
+        m = np.asarray(rep["transformation"])
+        full = np.vstack([full, (c - origin) @ m[:3, :3].T + m[:3, 3]])
+    found, planes = PL.extract_pipes(xyz, cfg, full)
+    ground = PL.ground_model(planes, xyz)
+    world = [dict(f, start=f["start"] + origin, end=f["end"] + origin) for f in found]
+    if ground is not None:  # z = a x + b y + c in the local frame -> in EPSG:6676
+        ground = np.array([ground[0], ground[1], ground[2] + origin[2] - ground[0] * origin[0] - ground[1] * origin[1]])
+    georef = "control points" if gcp else "as delivered (no control points: accuracy of the scan's own frame)"
+    meta = {"date": date, "source": ";".join(os.path.basename(r["input"]) for r in accepted), "georeference": georef}
+    rows = PL.ledger(world, ground, cfg, meta)
+    dest = os.path.join(out_dir, "pipes")
+    os.makedirs(dest, exist_ok=True)
+    files = {"csv": os.path.join(dest, "pipes.csv"), "geojson": os.path.join(dest, "pipes.geojson")}
+    with open(files["csv"] + ".part", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else r[k] for k in FIELDS})
+    os.replace(files["csv"] + ".part", files["csv"])
+    feats = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [
+        [r["start_e"], r["start_n"], r["start_h"]], [r["end_e"], r["end_n"], r["end_h"]]]},
+        "properties": {k: r[k] for k in FIELDS if not k.startswith(("start_", "end_"))}} for r in rows]
+    write_json(files["geojson"], {"type": "FeatureCollection", "name": "pipes", "crs": {"type": "name", "properties": {
+        "name": "urn:ogc:def:crs:EPSG::6676"}}, "features": feats}, ensure_ascii=False)
+    mesh_files, mesh_info = _meshes(xyz, found, dest, cfg)
+    files.update(mesh_files)
+    files["quicklook"] = os.path.join(dest, "quicklook.png")
+    quicklook(files["quicklook"], xyz + origin, rows)
+    summary = {"pipes": rows, "scans": [r["input"] for r in accepted], "refused": refused,
+               "control_points": [r.get("control_points") for r in accepted], "registration": icp,
+               "preparation": prep_info, "planes": [{k: v for k, v in p.items() if k != "idx"} for p in planes],
+               "mesh_origin": origin.tolist(), "mesh": mesh_info, "files": files, "config": cfg}
+    files["summary"] = os.path.join(dest, "pipes-summary.json")
+    write_json(files["summary"], summary, indent=2, ensure_ascii=False, default=str)
+    return summary
