@@ -142,9 +142,13 @@ def iphone_transform():
     return 1.0, rz @ rx, np.array(IPHONE_ORIGIN)
 
 
+DEMO_PIPES = [dict(y=-0.3, z=-0.7, diameter=0.150, arc=200.0), dict(y=0.25, z=-0.6, diameter=0.200, arc=180.0)]
+
+
 def make_iphone(ply_path, gcp_path, rng=None):
-    """Binary PLY in a local frame (z up, metres): a 2 x 1.2 m trench 1 m deep with its walls and floor, plus a
-    control-point CSV of 5 targets surveyed in EPSG:6676 + T.P."""
+    """Binary PLY in a local frame (z up, metres): a 2 x 1.2 m trench 1 m deep with its walls and floor and two
+    pipes along it (DEMO_PIPES: axis at y, z in the local frame, diameter, arc seen from above), a shadow without
+    points, 1 cm noise, plus a control-point CSV of 5 targets surveyed in EPSG:6676 + T.P."""
     rng = rng or np.random.default_rng(SEED + 3)
     pts = []
     for u, v in [(2.0, 1.2)]:
@@ -160,7 +164,19 @@ def make_iphone(ply_path, gcp_path, rng=None):
             pts.append(np.column_stack([a.ravel(), np.full(a.size, s * v / 2), z.ravel()]))
             b, z = np.meshgrid(np.arange(-v / 2, v / 2, 0.01), wz)
             pts.append(np.column_stack([np.full(b.size, s * u / 2), b.ravel(), z.ravel()]))
-    xyz = np.concatenate(pts) + rng.normal(0, 0.01, (sum(len(p) for p in pts), 3))
+        # pipes along the trench, seen from above only (DEMO_PIPES), the floor under them hidden
+        floor = pts[1]
+        for p in DEMO_PIPES:
+            r = p["diameter"] / 2
+            ang = np.radians(np.arange(-p["arc"] / 2, p["arc"] / 2, np.degrees(0.01 / r)))
+            tt, aa = np.meshgrid(np.arange(-u / 2, u / 2, 0.01), ang)
+            pts.append(np.column_stack([tt.ravel(), p["y"] + r * np.sin(aa.ravel()), p["z"] + r * np.cos(aa.ravel())]))
+            floor = floor[np.abs(floor[:, 1] - p["y"]) >= r]
+        pts[1] = floor
+    xyz = np.concatenate(pts)
+    # a missing-data shadow: nothing below the rim between x = 0.2 and 0.45 m
+    xyz = xyz[~((xyz[:, 0] > 0.2) & (xyz[:, 0] < 0.45) & (xyz[:, 2] < -0.05))]
+    xyz = xyz + rng.normal(0, 0.01, xyz.shape)
     conf = rng.choice(np.array([1, 2], np.uint8), len(xyz), p=[0.1, 0.9])
     vertex = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
                                        ("blue", "u1"), ("confidence", "u1")])
@@ -287,6 +303,12 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
     tot = sw["jblue"][-1]
     print(f"  seaweed mbes   {sw['beds']} beds, {sw['bed_area_ha']} ha, species model accuracy (cross-validated) "
           f"{sw['species_model']['cv_accuracy']}, CO2 {tot['co2_t_per_year']} t/yr -> {out}/tiles/seaweed/mbes/")
+    from .stages.pipes import pipes
+
+    pp = pipes([f["iphone"]], os.path.join(out, "pipes-run"), gcp=f["gcp"], date="2026-05-12", quiet=quiet)
+    print(f"  pipes  iphone  {len(pp['pipes'])} pipes: " + ", ".join(
+        f"{r['id']} {r['diameter_mm']} mm (nominal {r['nominal_mm']}), cover {r['cover_start_m']} m"
+        for r in pp["pipes"]) + f" -> {out}/pipes-run/pipes/")
     from .layers.deer import deer_layer
 
     dr = f["deer"]
@@ -298,6 +320,7 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
         json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"},
                    "road": {k: v for k, v in rd.items() if k not in ("tile", "config")},
                    "seaweed": {k: v for k, v in sw.items() if k not in ("tile", "config")},
+                   "pipes": {k: v for k, v in pp.items() if k != "config"},
                    "deer": {k: v for k, v in deer.items() if k != "config"}},
                   fh, indent=2, default=str, ensure_ascii=False)
     print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest and {out}/tiles")

@@ -12,6 +12,7 @@ LAYERS = {
     "terrain": "als",
     "road": "mms",
     "seaweed": "mbes",
+    "pipes": "iphone",
 }
 
 
@@ -28,6 +29,14 @@ def _runner(name):
         from .seaweed import seaweed
 
         return seaweed
+    if name == "pipes":
+        from .pipes import pipes
+
+        def run_pipes(paths, out_dir, source, **o):  # scans of one excavation; no sheets of their own
+            return pipes(paths, out_dir, gcp=o.get("gcp"), config_path=o.get("config_path"),
+                         quiet=o.get("quiet", False))
+
+        return run_pipes
     raise ValueError(f"unknown stage {name!r}; known: tile, {', '.join(LAYERS)}")
 
 
