@@ -37,6 +37,18 @@ class Excavation:
         zs = self.ground(x0, y) + p["z"]
         return np.array([x0, y, zs]), np.array([x1, y, zs + p["slope"] * self.length])
 
+    def segments(self, p):
+        """The straight pieces of a pipe's axis: one, or two meeting at `bend_at` metres along the trench where
+        the second turns by `bend_deg` in plan."""
+        a, b = self.pipe_axis(p)
+        if not p.get("bend_deg"):
+            return [(a, b)]
+        k = a + (b - a) * p["bend_at"] / self.length
+        t = np.radians(p["bend_deg"])
+        rest = self.length - p["bend_at"]
+        end = k + np.array([np.cos(t) * rest, np.sin(t) * rest, (b[2] - a[2]) * rest / self.length])
+        return [(a, k), (k, end)]
+
     def cover_truth(self, p):
         """Cover depth (土被り) at both ends: ground above the axis minus the pipe's top."""
         a, b = self.pipe_axis(p)
@@ -71,18 +83,22 @@ class Excavation:
         floor = np.column_stack([fx, fy, self.ground(fx, fy) - D])
         # pipes: the visible arc, centred on the top
         for p in self.pipes:
-            a, b = self.pipe_axis(p)
             r = p["diameter"] / 2
-            t = np.arange(0, L, s)
-            ang = np.radians(np.arange(-p["arc"] / 2, p["arc"] / 2, np.degrees(s / r)))
-            tt, aa = np.meshgrid(t, ang)
-            tt, aa = tt.ravel(), aa.ravel()
-            cx = a[0] + tt
-            cz = a[2] + (b[2] - a[2]) * tt / L
-            parts.append(np.column_stack([cx, a[1] + r * np.sin(aa), cz + r * np.cos(aa)]))
-            # the floor under a pipe is hidden from above
-            hide = (np.abs(floor[:, 1] - a[1]) < r)
-            floor = floor[~hide]
+            for a, b in self.segments(p):
+                seg = b - a
+                n = int(np.linalg.norm(seg[:2]) / s)
+                d = seg / np.linalg.norm(seg)
+                side = np.array([-d[1], d[0], 0.0]) / np.hypot(d[0], d[1])
+                ang = np.radians(np.arange(-p["arc"] / 2, p["arc"] / 2, np.degrees(s / r)))
+                tt, aa = np.meshgrid(np.linspace(0, 1, n, endpoint=False), ang)
+                tt, aa = tt.ravel(), aa.ravel()
+                c = a + np.outer(tt, seg)
+                parts.append(c + np.outer(r * np.sin(aa), side) + np.outer(r * np.cos(aa), [0, 0, 1.0]))
+                # the floor under a pipe is hidden from above
+                rel = floor[:, :2] - a[:2]
+                along = rel @ d[:2] / np.hypot(d[0], d[1])
+                across = np.abs(rel @ side[:2])
+                floor = floor[~((across < r) & (along >= 0) & (along <= np.linalg.norm(seg[:2])))]
         parts.append(floor)
         pts = np.vstack(parts)
         # the shadow: nothing below the rim between these stations

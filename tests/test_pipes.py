@@ -119,3 +119,24 @@ def test_icp_aligns_a_second_scan():
     restored = (moved @ m[:3, :3].T + m[:3, 3])
     assert np.abs(restored - b).max() < 0.01  # every point back within 1 cm of where it was
     assert rep["fitness"] > 0.9 and rep["inlier_rmse_m"] < 0.02
+
+
+def test_bend_is_split_into_straight_pieces(tmp_path):
+    """A 200 mm pipe that turns by 20 deg in plan 2 m along the trench (the trench is widened so that it fits):
+    two straight pieces meeting at the bend, each on its true axis within 2 cm."""
+    from pipeline.stages.pipes import pipes
+
+    scene = Excavation(width=2.2, noise=0.015, shadow=(0.0, 0.0),
+                       pipes=[dict(y=0.5, z=-1.1, diameter=0.200, arc=200.0, slope=0.0, bend_at=2.0, bend_deg=20.0)])
+    ply, gcp = local_scan(tmp_path, scene)
+    rows = pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)["pipes"]
+    assert len(rows) == 2, rows
+    segs = scene.segments(scene.pipes[0])
+    for (a, b), r in zip(segs, sorted(rows, key=lambda r: r["start_e"])):
+        d = (b - a) / np.linalg.norm(b - a)
+        mid = np.array([(r["start_e"] + r["end_e"]) / 2, (r["start_n"] + r["end_n"]) / 2, (r["start_h"] + r["end_h"]) / 2])
+        assert np.linalg.norm(np.cross(mid - a, d)) <= 0.02, r
+        assert abs(r["diameter_mm"] - 200) <= 10, r
+    dirs = [np.array([r["end_e"] - r["start_e"], r["end_n"] - r["start_n"]]) for r in rows]
+    turn = np.degrees(np.arccos(abs(dirs[0] @ dirs[1]) / np.linalg.norm(dirs[0]) / np.linalg.norm(dirs[1])))
+    assert turn == pytest.approx(20.0, abs=3.0)
