@@ -69,6 +69,9 @@ def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
     """Ground, walls and floor: RANSAC planes, largest first; a plane whose inliers do not fill a surface (the
     tops of pipes at one height form strips) is set aside and its points stay for the pipes. Returns (planes,
     mask of points left)."""
+    import open3d as o3d
+
+    o3d.utility.random.seed(0)  # RANSAC draws from open3d's generator: seeded, reruns give the same planes
     pc_cfg = cfg["planes"]
     left = np.ones(len(xyz), bool)
     search = np.ones(len(xyz), bool)  # candidates for the next plane; a rejected plane's points stay in `left`
@@ -79,8 +82,7 @@ def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
         idx_left = np.flatnonzero(search)
         if len(idx_left) < pc_cfg["min_points"]:
             break
-        model, inl = _o3d(xyz[idx_left]).segment_plane(pc_cfg["distance_m"], 3, 1000, seed=0) \
-            if _seeded() else _o3d(xyz[idx_left]).segment_plane(pc_cfg["distance_m"], 3, 1000)
+        model, inl = _o3d(xyz[idx_left]).segment_plane(pc_cfg["distance_m"], 3, 1000)
         inl = idx_left[np.asarray(inl)]
         if len(inl) < pc_cfg["min_points"]:
             break
@@ -130,22 +132,6 @@ def ground_model(planes: list[dict], xyz: np.ndarray):
     g = xyz[idx]
     coef, *_ = np.linalg.lstsq(np.column_stack([g[:, 0], g[:, 1], np.ones(len(g))]), g[:, 2], rcond=None)
     return coef
-
-
-def _seeded() -> bool:
-    import inspect
-
-    import open3d as o3d
-
-    try:
-        return "seed" in inspect.signature(o3d.geometry.PointCloud.segment_plane).parameters
-    except (TypeError, ValueError):
-        return "seed" in (o3d.geometry.PointCloud.segment_plane.__doc__ or "")
-
-
-def plane_z(model, x, y):
-    a, b, c, d = model
-    return -(a * np.asarray(x) + b * np.asarray(y) + d) / c
 
 
 # ----------------------------------------------------------------------------------------------- cylinder
