@@ -36,9 +36,16 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
     dens = np.asarray(dens)
     mesh.remove_vertices_by_mask(dens < np.quantile(dens, 0.05))
     files = {}
+
+    def write(path, m):  # aside, then renamed (open3d picks the format from the extension)
+        tmp = path[:-4] + ".part" + path[-4:]
+        if not o3d.io.write_triangle_mesh(tmp, m):
+            raise OSError(f"open3d could not write {path}")
+        os.replace(tmp, path)
+
     for ext in ("ply", "glb"):
         files[f"excavation_{ext}"] = os.path.join(dest, f"excavation.{ext}")
-        o3d.io.write_triangle_mesh(files[f"excavation_{ext}"], mesh)
+        write(files[f"excavation_{ext}"], mesh)
     cyl = o3d.geometry.TriangleMesh()
     for f in pipes_local:
         a, b = f["start"], f["end"]
@@ -56,7 +63,7 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
     cyl.compute_vertex_normals()
     for ext in ("ply", "glb"):
         files[f"cylinders_{ext}"] = os.path.join(dest, f"pipes.{ext}")
-        o3d.io.write_triangle_mesh(files[f"cylinders_{ext}"], cyl)
+        write(files[f"cylinders_{ext}"], cyl)
     return files, {"excavation_triangles": len(mesh.triangles), "cylinder_triangles": len(cyl.triangles)}
 
 
