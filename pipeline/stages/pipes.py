@@ -61,7 +61,7 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
         c.translate((a + b) / 2)
         cyl += c
     cyl.compute_vertex_normals()
-    for ext in ("ply", "glb"):
+    for ext in ("ply", "glb") if pipes_local else ():  # no pipe: no cylinder file (open3d cannot write 0 vertices)
         files[f"cylinders_{ext}"] = os.path.join(dest, f"pipes.{ext}")
         write(files[f"cylinders_{ext}"], cyl)
     return files, {"excavation_triangles": len(mesh.triangles), "cylinder_triangles": len(cyl.triangles)}
