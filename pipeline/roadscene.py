@@ -170,8 +170,10 @@ def densify(x, y, z, extra: dict, density: float, noise: float, seed: int = 0) -
     plus Gaussian noise; other columns (`extra`) copied from the chosen point."""
     from scipy.spatial import cKDTree
 
+    from .layers.ground import occupied_area
+
     rng = np.random.default_rng(seed)
-    occupied = len(np.unique(np.floor(x / 0.5) * 1e7 + np.floor(y / 0.5))) * 0.25
+    occupied = occupied_area(x, y, 0.5)
     n = int(density * occupied)
     src = rng.integers(0, len(x), n)
     spacing = np.sqrt(occupied / len(x))

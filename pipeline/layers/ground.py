@@ -20,6 +20,18 @@ from scipy import ndimage
 from ..points import PointCloud
 
 
+def occupied_area(x, y, cell: float) -> float:
+    """Area (m2) of the cells of side `cell` that hold at least one point: the footprint of a survey that
+    covers roads, beds or strips rather than its bounding box."""
+    if len(x) == 0:
+        return 0.0
+    cx = np.floor(np.asarray(x) / cell).astype(np.int64)
+    cy = np.floor(np.asarray(y) / cell).astype(np.int64)
+    cx -= cx.min()
+    cy -= cy.min()
+    return len(np.unique(cx * (int(cy.max()) + 1) + cy)) * cell * cell  # exact key: rows never collide
+
+
 @dataclass(frozen=True)
 class SMRF:
     """Defaults chosen on the ISPRS samples 11 and 52 (steep, vegetated: the hard cases) and the demo terrain:
@@ -35,7 +47,7 @@ class SMRF:
         """These parameters with the cell size decided for these points."""
         if self.cell is not None:
             return self
-        covered = len(np.unique((np.floor(np.asarray(x) / 5.0) * 1e6 + np.floor(np.asarray(y) / 5.0)))) * 25.0
+        covered = occupied_area(x, y, 5.0)
         spacing = np.sqrt(covered / max(len(x), 1))
         return SMRF(min(2.5, max(1.0, float(np.ceil(2 * spacing * 2) / 2))), self.slope, self.window,
                     self.threshold, self.scalar, self.low_noise)
