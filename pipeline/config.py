@@ -32,6 +32,16 @@ def load_config(path=None) -> dict:
     return cfg
 
 
+def layer_config(name: str, path=None) -> dict:
+    """A layer's bundled pipeline/layers/<name>.yaml, overlaid by the `<name>:` mapping of a user's YAML file."""
+    with open(os.path.join(os.path.dirname(__file__), "layers", f"{name}.yaml"), encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            cfg = _merge(cfg, (yaml.safe_load(f) or {}).get(name) or {})
+    return cfg
+
+
 def profile(cfg: dict, source: str) -> dict:
     if source not in cfg["profiles"]:
         raise ValueError(f"unknown source kind {source!r}; known: {', '.join(SOURCES)}")

@@ -1,6 +1,7 @@
 """Small output helpers shared by the stages."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 
@@ -11,3 +12,21 @@ def write_json(path: str, obj, **dump_kwargs) -> str:
         json.dump(obj, f, **dump_kwargs)
     os.replace(path + ".part", path)
     return path
+
+
+def write_csv(path: str, rows, fields) -> str:
+    """CSV of the given fields (missing and None as empty, lists joined with ';'), written aside and renamed."""
+    with open(path + ".part", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else ";".join(map(str, r[k])) if isinstance(r[k], list) else r[k]
+                        for k in fields})
+    os.replace(path + ".part", path)
+    return path
+
+
+def feature_collection(features: list, name: str) -> dict:
+    """GeoJSON FeatureCollection in EPSG:6676 (named, as QGIS and GDAL read it)."""
+    return {"type": "FeatureCollection", "name": name,
+            "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6676"}}, "features": features}

@@ -9,21 +9,13 @@ import json
 import os
 
 import numpy as np
-import yaml
 from scipy import ndimage
-
-HERE = os.path.dirname(__file__)
 
 
 def load_config(path=None) -> dict:
-    from ..config import _merge
+    from ..config import layer_config
 
-    with open(os.path.join(HERE, "deer.yaml"), encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
-    if path:
-        with open(path, encoding="utf-8") as f:
-            cfg = _merge(cfg, (yaml.safe_load(f) or {}).get("deer", {}))
-    return cfg
+    return layer_config("deer", path)
 
 
 # ------------------------------------------------------------------------------------------------- inputs

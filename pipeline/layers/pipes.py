@@ -4,23 +4,14 @@ fit on the points projected across the axis, refined by least squares on axis an
 partial arcs), bends split into straight pieces, diameters snapped to nominal sizes. Thresholds in pipes.yaml."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
-import yaml
-
-HERE = os.path.dirname(__file__)
 
 
 def load_config(path=None) -> dict:
-    from ..config import _merge
+    from ..config import layer_config
 
-    with open(os.path.join(HERE, "pipes.yaml"), encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
-    if path:
-        with open(path, encoding="utf-8") as f:
-            cfg = _merge(cfg, (yaml.safe_load(f) or {}).get("pipes") or {})
-    return cfg
+    return layer_config("pipes", path)
 
 
 def _o3d(xyz):

@@ -5,30 +5,21 @@ per-segment indices are then read off that grid. Thresholds live in road.yaml wi
 from __future__ import annotations
 
 import csv
-import os
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import yaml
 from scipy import ndimage
 
 from . import pavement
 
-HERE = os.path.dirname(__file__)
 SUMS = ("n", "z", "zz", "i", "n11")  # per cell: count, sum z, sum z^2, sum intensity, count of class 11
 
 
 def load_config(path=None) -> dict:
-    from ..config import _merge
+    from ..config import layer_config
 
-    with open(os.path.join(HERE, "road.yaml"), encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
-    if path:
-        with open(path, encoding="utf-8") as f:
-            user = yaml.safe_load(f) or {}
-        cfg = _merge(cfg, user.get("road") or {})
-    return cfg
+    return layer_config("road", path)
 
 
 # --------------------------------------------------------------------------------------------- trajectory

@@ -6,30 +6,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 import numpy as np
-import yaml
 from scipy import ndimage
 
-from .ground import fill_holes
+from .ground import fill_holes, occupied_area
 from .terrain import Grid
 
-HERE = os.path.dirname(__file__)
 PRODUCTS = ("depth", "canopy_height", "cover", "volume", "backscatter_mean", "backscatter_std", "roughness",
             "soundings")
 
 
 def load_config(path=None) -> dict:
-    from ..config import _merge
+    from ..config import layer_config
 
-    with open(os.path.join(HERE, "seaweed.yaml"), encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
-    if path:
-        with open(path, encoding="utf-8") as f:
-            user = yaml.safe_load(f) or {}
-        cfg = _merge(cfg, user.get("seaweed") or {})
-    return cfg
+    return layer_config("seaweed", path)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -60,8 +51,7 @@ def _sample(grid: Grid, arr: np.ndarray, x, y) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- seafloor
 def _density(x, y) -> float:
-    occupied = len(np.unique(np.floor(np.asarray(x) / 5.0) * 1e7 + np.floor(np.asarray(y) / 5.0))) * 25.0
-    return len(x) / max(occupied, 1.0)
+    return len(x) / max(occupied_area(x, y, 5.0), 1.0)
 
 
 def floor_cell(x, y, cfg: dict) -> float:

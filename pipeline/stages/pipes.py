@@ -3,13 +3,12 @@ scan), prepare and register the scans of one excavation, find the planes and the
 the excavation mesh and the pipe cylinders under OUT/pipes/."""
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
 
 from ..layers import pipes as PL
-from ..outputs import write_json
+from ..outputs import feature_collection, write_csv, write_json
 
 FIELDS = ["id", "nominal_mm", "diameter_mm", "start_e", "start_n", "start_h", "end_e", "end_n", "end_h", "length_m",
           "slope_permille", "cover_start_m", "cover_end_m", "fit_rms_mm", "arc_deg", "points", "scan_date", "source",
@@ -129,17 +128,11 @@ def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None =
     dest = os.path.join(out_dir, "pipes")
     os.makedirs(dest, exist_ok=True)
     files = {"csv": os.path.join(dest, "pipes.csv"), "geojson": os.path.join(dest, "pipes.geojson")}
-    with open(files["csv"] + ".part", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: "" if r.get(k) is None else r[k] for k in FIELDS})
-    os.replace(files["csv"] + ".part", files["csv"])
+    write_csv(files["csv"], rows, FIELDS)
     feats = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [
         [r["start_e"], r["start_n"], r["start_h"]], [r["end_e"], r["end_n"], r["end_h"]]]},
         "properties": {k: r[k] for k in FIELDS if not k.startswith(("start_", "end_"))}} for r in rows]
-    write_json(files["geojson"], {"type": "FeatureCollection", "name": "pipes", "crs": {"type": "name", "properties": {
-        "name": "urn:ogc:def:crs:EPSG::6676"}}, "features": feats}, ensure_ascii=False)
+    write_json(files["geojson"], feature_collection(feats, "pipes"), ensure_ascii=False)
     mesh_files, mesh_info = _meshes(xyz, found, dest, cfg)
     files.update(mesh_files)
     files["quicklook"] = os.path.join(dest, "quicklook.png")

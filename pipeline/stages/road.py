@@ -4,17 +4,15 @@ to .npz), then read anomalies and per-segment indices off the summed grids and w
 RUN_DIR/road/<source>/."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 
 import numpy as np
 
 from ..layers import road as R
-from ..manifest import Manifest
-from ..outputs import write_json
+from ..outputs import feature_collection, write_csv, write_json
 from ..runner import session
-from .tile import EXT, _grid, read_settings, tile
+from .tile import EXT, output_crs, tiled_sheets
 
 SEGMENT_FIELDS = ["pass", "lane", "segment", "station_from_m", "station_to_m", "rut_mm", "rut_max_mm", "iri_mm_m",
                   "sigma_mm", "crack_pct", "mci", "mci0", "mci1", "mci2", "mci_min", "class_crack", "class_rut",
@@ -64,22 +62,6 @@ def sum_task(item: dict) -> dict:
 def _feature(rec: dict, fields) -> dict:
     g = rec["geometry"]
     return {"type": "Feature", "geometry": g, "properties": {k: rec.get(k) for k in fields}}
-
-
-def _collection(features, name) -> dict:
-    return {"type": "FeatureCollection", "name": name,
-            "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6676"}}, "features": features}
-
-
-def _write_csv(path, rows, fields):
-    tmp = path + ".part"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else ";".join(map(str, r[k])) if isinstance(r.get(k), list)
-                            else r.get(k)) for k in fields})
-    os.replace(tmp, path)
 
 
 def priorities(anomalies: list[dict], segments: list[dict]) -> list[dict]:
@@ -227,20 +209,12 @@ def compare_epochs(prev_dir: str, anomalies: list[dict], segments: list[dict], c
 
 def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, previous: str | None = None,
          config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    from pyproj import CRS
-
     from .terrain import write_cog
 
     cfg = R.load_config(config_path)
     out_dir = os.path.abspath(out_dir)
-    ts = tile(paths, out_dir, source, config_path=config_path, workers=workers, scheduler=scheduler, quiet=quiet,
-              **tile_opts)
-    settings = read_settings(out_dir)
-    grid_kind = _grid(settings)
-    with Manifest(out_dir) as man:
-        codes = [s["code"] for s in man.sheets(source)]
-    if not codes:
-        raise ValueError(f"no sheets of {source} under {out_dir}: nothing to analyse")
+    ts, settings, grid_kind, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
+                                                  scheduler=scheduler, quiet=quiet, **tile_opts)
     sheet_paths = {c: os.path.join(out_dir, source, c + EXT[settings["format"]]) for c in codes}
     work = os.path.join(out_dir, "_work", "road", source)
     os.makedirs(work, exist_ok=True)
@@ -298,33 +272,32 @@ def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, 
         changes = compare_epochs(previous, anomalies, segments, cfg, source)
     afields = ANOMALY_FIELDS + (["change", "previous_id", "previous_depth_mm", "previous_area_m2"] if changes else [])
     files["anomalies"] = os.path.join(dest, "anomalies.geojson")
-    write_json(files["anomalies"], _collection([_feature(a, afields) for a in anomalies], "anomalies"),
+    write_json(files["anomalies"], feature_collection([_feature(a, afields) for a in anomalies], "anomalies"),
                ensure_ascii=False)
     sfields = SEGMENT_FIELDS + (["change_mci"] if changes else [])
     files["segments"] = os.path.join(dest, "segments.geojson")
-    write_json(files["segments"], _collection([_feature(s, sfields) for s in segments], "segments"),
+    write_json(files["segments"], feature_collection([_feature(s, sfields) for s in segments], "segments"),
                ensure_ascii=False)
     files["segments_csv"] = os.path.join(dest, "segments.csv")
-    _write_csv(files["segments_csv"], segments, sfields)
+    write_csv(files["segments_csv"], segments, sfields)
     files["anomalies_csv"] = os.path.join(dest, "anomalies.csv")
-    _write_csv(files["anomalies_csv"], anomalies, afields)
+    write_csv(files["anomalies_csv"], anomalies, afields)
     pr = priorities(anomalies, segments)
     files["priorities"] = os.path.join(dest, "priorities.csv")
-    _write_csv(files["priorities"], pr, PRIORITY_FIELDS)
+    write_csv(files["priorities"], pr, PRIORITY_FIELDS)
     files["priorities_geojson"] = os.path.join(dest, "priorities.geojson")
-    write_json(files["priorities_geojson"], _collection([_feature(r, PRIORITY_FIELDS) for r in pr], "priorities"),
+    write_json(files["priorities_geojson"], feature_collection([_feature(r, PRIORITY_FIELDS) for r in pr], "priorities"),
                ensure_ascii=False)
     if changes:
         files["changes"] = os.path.join(dest, "changes.geojson")
-        write_json(files["changes"], _collection([_feature(a, afields) for a in changes["anomalies"]], "changes"),
+        write_json(files["changes"], feature_collection([_feature(a, afields) for a in changes["anomalies"]], "changes"),
                    ensure_ascii=False)
         files["segment_changes"] = os.path.join(dest, "segment-changes.csv")
-        _write_csv(files["segment_changes"], changes["segments"], list(changes["segments"][0]) if changes["segments"]
+        write_csv(files["segment_changes"], changes["segments"], list(changes["segments"][0]) if changes["segments"]
                    else ["pass", "lane", "segment"])
     grid, dev = deviation_raster(rasters, cfg["outputs"]["cog_cell_m"])
     if grid is not None:
-        crs = CRS.from_user_input(settings["target_crs"])
-        horiz = crs.sub_crs_list[0] if crs.is_compound else crs
+        horiz, _ = output_crs(settings)
         files["deviation"] = os.path.join(dest, "deviation.tif")
         write_cog(files["deviation"], dev, grid, horiz.to_wkt(),
                   {"PRODUCT": "road surface deviation", "UNITS": "mm above (+) / below (-) the reference surface",

@@ -11,10 +11,9 @@ import numpy as np
 
 from ..layers import seaweed as S
 from ..layers.terrain import NODATA, Grid
-from ..manifest import Manifest
-from ..outputs import write_json
+from ..outputs import feature_collection, write_csv, write_json
 from ..runner import session
-from .tile import _grid, read_settings, sheet_with_buffer, tile
+from .tile import output_crs, sheet_with_buffer, tiled_sheets
 
 MARGIN = 12.0  # m: three floor cells and the widest statistics window
 
@@ -36,15 +35,6 @@ def sheet_task(item: dict) -> dict:
         np.savez_compressed(f, **out)
     os.replace(item["npz"] + ".part", item["npz"])
     return {"code": item["code"], "soundings": int(cloud.columns["in_sheet"].sum()), "noise_sigma_m": round(sigma, 4)}
-
-
-def _write_csv(path, rows, fields):
-    with open(path + ".part", "w", newline="", encoding="utf-8") as f:
-        wr = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        wr.writeheader()
-        for r in rows:
-            wr.writerow({k: "" if r.get(k) is None else r[k] for k in fields})
-    os.replace(path + ".part", path)
 
 
 def _baseline(path: str, source: str):
@@ -80,20 +70,12 @@ def quicklook(path, grid, prod, species, bed):
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, baseline: str | None = None,
             reference: str | None = None, survey: dict | None = None, config_path: str | None = None, workers=None, scheduler=None, quiet=False,
             **tile_opts) -> dict:
-    from pyproj import CRS
-
     from .terrain import write_cog
 
     cfg = S.load_config(config_path)
     out_dir = os.path.abspath(out_dir)
-    ts = tile(paths, out_dir, source, config_path=config_path, workers=workers, scheduler=scheduler, quiet=quiet,
-              **tile_opts)
-    settings = read_settings(out_dir)
-    gk = _grid(settings)
-    with Manifest(out_dir) as man:
-        codes = [s["code"] for s in man.sheets(source)]
-    if not codes:
-        raise ValueError(f"no sheets of {source} under {out_dir}: nothing to analyse")
+    ts, settings, gk, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
+                                           scheduler=scheduler, quiet=quiet, **tile_opts)
     work = os.path.join(out_dir, "_work", "seaweed", source)
     os.makedirs(work, exist_ok=True)
     items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": gk.bounds(c), "cfg": cfg,
@@ -122,9 +104,8 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, ba
                       "features": cfg["species"]["features"]}
     dest = os.path.join(out_dir, "seaweed", source)
     os.makedirs(dest, exist_ok=True)
-    crs = CRS.from_user_input(settings["target_crs"])
-    horiz = (crs.sub_crs_list[0] if crs.is_compound else crs).to_wkt()
-    vertical = crs.sub_crs_list[1].name if crs.is_compound else "unknown"
+    horiz_crs, vertical = output_crs(settings)
+    horiz = horiz_crs.to_wkt()
     files = {}
     units = {"depth": "m below the vertical datum", "canopy_height": "m above the seafloor", "cover": "0-1",
              "volume": "m (cover x canopy height)", "backscatter_mean": "dB", "backscatter_std": "dB",
@@ -139,8 +120,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, ba
                "MODEL": json.dumps(model_info)}, nodata=NODATA)
     beds = S.bed_polygons(bed, prod, grid, cfg, species if dive else None)
     files["beds"] = os.path.join(dest, "beds.geojson")
-    write_json(files["beds"], {"type": "FeatureCollection", "name": "beds", "crs": {"type": "name", "properties": {
-        "name": "urn:ogc:def:crs:EPSG::6676"}}, "features": beds}, ensure_ascii=False)
+    write_json(files["beds"], feature_collection(beds, "beds"), ensure_ascii=False)
     base = _baseline(baseline, source) if baseline else None
     sv = {"date": "", "site": cfg["jblue"]["site"], "method": cfg["jblue"]["method"], "sensor": cfg["jblue"]["sensor"]}
     sv.update(survey or {})
@@ -150,21 +130,19 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, ba
     files["jblue"] = os.path.join(dest, "jblue.csv")
     fields = ["date", "site", "method", "sensor", "species", "area_ha", "mean_cover", "credited_area_ha",
               "co2_t_per_ha_year", "co2_t_per_year"] + (["baseline_area_ha", "area_change_ha"] if base else [])
-    _write_csv(files["jblue"], rows, fields)
+    write_csv(files["jblue"], rows, fields)
     changes = None
     if base:
         changes = S.bed_changes(beds, base[0], cfg["beds"]["min_patch_m2"])
         files["bed_changes"] = os.path.join(dest, "bed-changes.geojson")
-        write_json(files["bed_changes"], {"type": "FeatureCollection", "name": "bed changes", "features": changes},
-                   ensure_ascii=False)
+        write_json(files["bed_changes"], feature_collection(changes, "bed changes"), ensure_ascii=False)
     files["quicklook"] = os.path.join(dest, "quicklook.png")
     quicklook(files["quicklook"], grid, prod, species, bed)
     ref_cmp = None
     if reference:
         from ..io.sonar import read_bag_surface
 
-        ref_cmp = S.compare_reference(prod["depth"], grid, read_bag_surface(reference), crs.sub_crs_list[0]
-                                      if crs.is_compound else crs)
+        ref_cmp = S.compare_reference(prod["depth"], grid, read_bag_surface(reference), horiz_crs)
     summary = {"source": source, "sheets": done, "files": files, "bed_area_ha": round(float(bed.sum() * res ** 2 / 1e4), 4),
                "beds": len(beds), "species_model": model_info, "jblue": rows, "reference_floor": ref_cmp,
                "changes": {"gained": sum(1 for c in changes if c["properties"]["change"] == "gained"),

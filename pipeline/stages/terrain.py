@@ -10,10 +10,9 @@ import numpy as np
 
 from ..layers.ground import SMRF, reclassify
 from ..layers.terrain import NODATA, PRODUCTS, Grid, TerrainParams, terrain_products
-from ..manifest import Manifest
 from ..outputs import write_json
 from ..runner import session
-from .tile import _grid, read_settings, sheet_with_buffer, tile
+from .tile import output_crs, sheet_with_buffer, tiled_sheets
 
 DTYPES = {"dtm_filled": "uint8", "hillshade": "uint8"}
 
@@ -91,16 +90,9 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
             smrf: SMRF = SMRF(), workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
     """Tile the inputs into out_dir (incremental, see stages.tile), then ground + terrain per sheet, then COGs
     under out_dir/terrain/<source>/<product>.tif."""
-    from pyproj import CRS
-
     out_dir = os.path.abspath(out_dir)
-    ts = tile(paths, out_dir, source, workers=workers, scheduler=scheduler, quiet=quiet, **tile_opts)
-    settings = read_settings(out_dir)
-    grid_kind = _grid(settings)
-    with Manifest(out_dir) as man:
-        codes = [s["code"] for s in man.sheets(source)]
-    if not codes:
-        raise ValueError(f"no sheets of {source} under {out_dir}: nothing to compute")
+    ts, settings, grid_kind, codes = tiled_sheets(paths, out_dir, source, workers=workers, scheduler=scheduler,
+                                                  quiet=quiet, **tile_opts)
     p = TerrainParams(resolution=resolution)
     margin = max(smrf.window + 2 * (smrf.cell or 2.0), 3 * p.slope_spacing)
     work = os.path.join(out_dir, "_work", "terrain", source)
@@ -121,9 +113,7 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
             for k in PRODUCTS:
                 a = z[k]
                 arrays[k][r0:r0 + a.shape[0], c0:c0 + a.shape[1]] = a
-    crs = CRS.from_user_input(settings["target_crs"])
-    horiz = crs.sub_crs_list[0] if crs.is_compound else crs
-    vertical = crs.sub_crs_list[1].name if crs.is_compound else "unknown"
+    horiz, vertical = output_crs(settings)
     outdir = os.path.join(out_dir, "terrain", source)
     os.makedirs(outdir, exist_ok=True)
     units = {"dtm": "metre", "dsm": "metre", "chm": "metre", "slope": "degree", "aspect": "degree from north",

@@ -237,6 +237,14 @@ def read_settings(run_dir: str) -> dict:
         return json.load(f)
 
 
+def output_crs(settings: dict):
+    """(horizontal CRS, name of the vertical datum or 'unknown') of a run directory's target CRS."""
+    crs = CRS.from_user_input(settings["target_crs"])
+    if crs.is_compound:
+        return crs.sub_crs_list[0], crs.sub_crs_list[1].name
+    return crs, "unknown"
+
+
 def _check_settings(run_dir: str, settings: dict) -> None:
     path = os.path.join(run_dir, "settings.json")
     if os.path.exists(path):
@@ -381,6 +389,18 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
     write_json(path, summary, indent=2, ensure_ascii=False, default=str)
     summary["summary_path"] = path
     return summary
+
+
+def tiled_sheets(paths, out_dir: str, source: str, **tile_kwargs):
+    """Tile the inputs into out_dir (incremental) for a layer stage: (tile summary, settings, sheet grid, codes
+    of the source's sheets); no sheet at all is an error."""
+    ts = tile(paths, out_dir, source, **tile_kwargs)
+    settings = read_settings(out_dir)
+    with Manifest(out_dir) as man:
+        codes = [s["code"] for s in man.sheets(source)]
+    if not codes:
+        raise ValueError(f"no sheets of {source} under {out_dir}: nothing to analyse")
+    return ts, settings, _grid(settings), codes
 
 
 # ------------------------------------------------------------------------------------------- buffered read
