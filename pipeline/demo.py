@@ -305,17 +305,17 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
           f"{sw['species_model']['cv_accuracy']}, CO2 {tot['co2_t_per_year']} t/yr -> {out}/tiles/seaweed/mbes/")
     from .stages.pipes import pipes
 
-    pp = pipes([f["iphone"]], os.path.join(out, "pipes-run"), gcp=f["gcp"], date="2026-05-12", quiet=quiet)
+    pp = pipes([f["iphone"]], os.path.join(out, "tiles"), gcp=f["gcp"], date="2026-05-12", quiet=quiet)
     print(f"  pipes  iphone  {len(pp['pipes'])} pipes: " + ", ".join(
         f"{r['id']} {r['diameter_mm']} mm (nominal {r['nominal_mm']}), cover {r['cover_start_m']} m"
-        for r in pp["pipes"]) + f" -> {out}/pipes-run/pipes/")
+        for r in pp["pipes"]) + f" -> {out}/tiles/pipes/")
     from .layers.deer import deer_layer
 
     dr = f["deer"]
-    deer = deer_layer(os.path.dirname(ter["files"]["dtm"]), dr["density"], dr["captures"], os.path.join(out, "deer"),
+    deer = deer_layer(os.path.dirname(ter["files"]["dtm"]), dr["density"], dr["captures"], os.path.join(out, "tiles", "deer"),
                       roads_path=dr["roads"], config_path=f["config"])
     print(f"  deer           capture gaps {deer['gap_area_ha']} ha, capturable {deer['capturable_area_ha']} ha, "
-          f"{deer['routes']} routes -> {out}/deer/")
+          f"{deer['routes']} routes -> {out}/tiles/deer/")
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
         json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"},
                    "road": {k: v for k, v in rd.items() if k not in ("tile", "config")},

@@ -266,6 +266,8 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
         w.writerow(["road_source", road_source, ""])
     files["quicklook"] = os.path.join(out_dir, "deer-quicklook.png")
     _quicklook(files["quicklook"], rd["hillshade"], gap, capturable, routes, grid)
+    files["summary_json"] = os.path.join(out_dir, "deer-summary.json")
+    write_json(files["summary_json"], summary, indent=2, ensure_ascii=False, default=str)
     return summary
 
 

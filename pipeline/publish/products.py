@@ -1,0 +1,445 @@
+"""What a run directory holds, as products to publish: the one model that the STAC catalog, the CKAN datasets and
+the preview page are all written from. A product is one source x one kind of output (the sheet point clouds of the
+MMS survey, the terrain of the airborne survey, the road layer ...); its items are sheets (point clouds) or the
+layer itself. Paths are relative to the run directory (POSIX), so a published folder can be moved or served
+from anywhere.
+
+`discover` reads only what the stages wrote (indexes, summaries, headers): it never recomputes a product."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+import os
+import sqlite3
+
+from ..manifest import file_sha256
+
+SOURCES = {  # source kind -> (Japanese, English, pc:type)
+    "als": ("航空レーザ測量", "airborne laser scanning", "lidar"),
+    "mms": ("MMS (車載写真レーザ測量)", "mobile mapping system (MMS)", "lidar"),
+    "mbes": ("マルチビーム測深", "multibeam echo sounding", "sonar"),
+    "iphone": ("iPhone LiDAR スキャン", "iPhone LiDAR scan", "lidar"),
+}
+KINDS = {  # kind -> folder under the run directory, summary file, Japanese and English titles, keywords
+    "pointcloud": (None, None, "点群", "point cloud", ["点群", "point cloud", "COPC", "3D Tiles"]),
+    "terrain": ("terrain/{source}", "terrain-summary.json", "地形 (DTM・DSM・傾斜)", "terrain (DTM, DSM, slope)",
+                ["地形", "DEM", "傾斜", "terrain", "slope"]),
+    "road": ("road/{source}", "road-summary.json", "路面性状 (ポットホール・わだち掘れ・IRI・MCI)",
+             "road surface condition (potholes, ruts, IRI, MCI)", ["道路", "舗装", "MCI", "IRI", "road"]),
+    "seaweed": ("seaweed/{source}", "seaweed-summary.json", "藻場 (ブルーカーボン)",
+                "seaweed beds (blue carbon)", ["藻場", "ブルーカーボン", "J ブルークレジット", "seaweed"]),
+    "pipes": ("pipes", "pipes-summary.json", "管路台帳 (3D)", "3D pipe ledger", ["管路", "埋設管", "pipes"]),
+    "deer": ("deer", "deer-summary.json", "ニホンジカ捕獲計画", "sika deer capture planning",
+             ["ニホンジカ", "捕獲", "傾斜", "deer"]),
+}
+LAYER_SOURCE = {"pipes": "iphone", "deer": "als"}  # layers whose folder does not name their source
+MEDIA = {
+    ".copc.laz": "application/vnd.laszip+copc",
+    ".laz": "application/vnd.laszip",
+    ".tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    ".geojson": "application/geo+json",
+    ".gpkg": "application/geopackage+sqlite3",
+    ".png": "image/png",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".glb": "model/gltf-binary",
+    ".ply": "application/ply",
+    ".html": "text/html",
+}
+LICENSE = {"id": "CC-BY-4.0", "ckan": "cc-by-4.0", "attribution": "静岡県 (Shizuoka Prefecture)"}
+
+
+@dataclasses.dataclass
+class Asset:
+    key: str
+    href: str  # relative to the run directory, POSIX separators
+    media_type: str
+    roles: list[str]
+    title: str
+    size: int = 0
+    sha256: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Item:
+    id: str
+    bbox: list[float]  # EPSG:6676 [min E, min N, max E, max N] of the data
+    bbox_wgs84: list[float]  # [west, south, east, north] degrees
+    geometry: dict  # GeoJSON Polygon in WGS 84 (lon, lat)
+    sheet: str | None = None
+    sheet_bounds: list[float] | None = None  # EPSG:6676 bounds of the 1/500 sheet
+    properties: dict = dataclasses.field(default_factory=dict)
+    assets: list[Asset] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Product:
+    id: str  # "<source>-<kind>", e.g. "mms-road"
+    kind: str
+    source: str
+    survey: str
+    title: dict  # {"ja": ..., "en": ...}
+    description: dict
+    keywords: list[str]
+    sheets: list[str]
+    bbox: list[float]
+    bbox_wgs84: list[float]
+    geometry: dict
+    start: str | None  # ISO 8601 UTC
+    end: str | None
+    dates_from: str  # where start/end came from, said plainly
+    crs: dict  # {"epsg": 6676, "compound_epsg": 10169, "vertical": ..., "wkt2": ..., "projjson": ...}
+    density: float | None  # points per m2 over the covered area
+    points: int | None
+    summary: dict
+    assets: list[Asset] = dataclasses.field(default_factory=list)
+    items: list[Item] = dataclasses.field(default_factory=list)
+    license: dict = dataclasses.field(default_factory=lambda: dict(LICENSE))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def files(self) -> list[Asset]:
+        """Every asset of the product and of its items, each once."""
+        seen, out = set(), []
+        for a in self.assets + [a for it in self.items for a in it.assets]:
+            if a.href not in seen:
+                seen.add(a.href)
+                out.append(a)
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+@functools.lru_cache(maxsize=1)
+def _to_wgs84():
+    from pyproj import Transformer
+
+    return Transformer.from_crs(6676, 4326, always_xy=True)
+
+
+def footprint(bbox) -> tuple[list[float], dict]:
+    """WGS 84 bbox and polygon of an EPSG:6676 box, edges densified so the polygon follows the projection."""
+    import numpy as np
+
+    x0, y0, x1, y1 = bbox
+    t = np.linspace(0, 1, 11)
+    xs = np.concatenate([x0 + (x1 - x0) * t, np.full(11, x1), x1 - (x1 - x0) * t, np.full(11, x0)])
+    ys = np.concatenate([np.full(11, y0), y0 + (y1 - y0) * t, np.full(11, y1), y1 - (y1 - y0) * t])
+    lon, lat = _to_wgs84().transform(xs, ys)
+    ring = [[round(float(a), 8), round(float(b), 8)] for a, b in zip(lon, lat)]
+    ring = [p for i, p in enumerate(ring) if i == 0 or p != ring[i - 1]]
+    ring[-1] = ring[0]
+    box = [round(float(lon.min()), 8), round(float(lat.min()), 8), round(float(lon.max()), 8),
+           round(float(lat.max()), 8)]
+    return box, {"type": "Polygon", "coordinates": [ring]}
+
+
+def _union(boxes) -> list[float]:
+    boxes = [b for b in boxes if b]
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
+def _raster_bbox(path) -> list[float]:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        b = src.bounds
+    return [b.left, b.bottom, b.right, b.top]
+
+
+def _geojson_bbox(path) -> list[float] | None:
+    import numpy as np
+
+    with open(path, encoding="utf-8") as f:
+        fc = json.load(f)
+    pts = []
+
+    def walk(c):
+        if c and isinstance(c[0], (int, float)):
+            pts.append(c[:2])
+        else:
+            for x in c:
+                walk(x)
+
+    for feat in fc.get("features", []):
+        if feat.get("geometry"):
+            walk(feat["geometry"]["coordinates"])
+    if not pts:
+        return None
+    a = np.asarray(pts, float)
+    return [float(a[:, 0].min()), float(a[:, 1].min()), float(a[:, 0].max()), float(a[:, 1].max())]
+
+
+# ------------------------------------------------------------------------------------------------ assets
+def media_type(name: str) -> str:
+    for ext in sorted(MEDIA, key=len, reverse=True):
+        if name.endswith(ext):
+            return MEDIA[ext]
+    return "application/octet-stream"
+
+
+def _asset(run_dir, path, key=None, roles=None, title=None) -> Asset:
+    rel = os.path.relpath(path, run_dir).replace(os.sep, "/")
+    name = os.path.basename(path)
+    if roles is None:
+        roles = (["thumbnail", "overview"] if name.endswith(".png") else
+                 ["metadata"] if name.endswith("-summary.json") or name == "index.geojson" else ["data"])
+    return Asset(key=key or name.split(".")[0], href=rel, media_type=media_type(name), roles=roles,
+                 title=title or name, size=os.path.getsize(path), sha256=file_sha256(path))
+
+
+def _folder_assets(run_dir, folder) -> list[Asset]:
+    skip = (".part", ".tmp")
+    return [_asset(run_dir, os.path.join(folder, n)) for n in sorted(os.listdir(folder))
+            if os.path.isfile(os.path.join(folder, n)) and not n.endswith(skip) and not n.startswith(".")]
+
+
+# ------------------------------------------------------------------------------------------------ dates
+def _iso(d: dt.datetime) -> str:
+    return d.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _day(s: str) -> tuple[str, str]:
+    d = dt.date.fromisoformat(str(s)[:10])
+    return f"{d.isoformat()}T00:00:00Z", f"{d.isoformat()}T23:59:59Z"
+
+
+GPS_EPOCH = dt.datetime(1980, 1, 6, tzinfo=dt.timezone.utc)
+
+
+def _gps_dates(paths) -> tuple[str, str] | None:
+    """From adjusted standard GPS time (LAS global encoding bit 0): seconds since the GPS epoch minus 1e9.
+    Leap seconds (18 s) are ignored: dates, not instants, are wanted here."""
+    import laspy
+
+    lo, hi = None, None
+    for p in paths:
+        with laspy.open(p) as r:
+            if not r.header.global_encoding.gps_time_type or "gps_time" not in r.header.point_format.dimension_names:
+                return None
+            t = r.read_points(min(r.header.point_count, 1 << 20)).gps_time
+        if len(t):
+            lo = t.min() if lo is None else min(lo, t.min())
+            hi = t.max() if hi is None else max(hi, t.max())
+    if lo is None:
+        return None
+    f = lambda s: _iso(GPS_EPOCH + dt.timedelta(seconds=float(s) + 1e9))  # noqa: E731
+    return f(lo), f(hi)
+
+
+def _manifest_dates(run_dir, source) -> tuple[str, str] | None:
+    path = os.path.join(run_dir, "manifest.sqlite")
+    if not os.path.exists(path):
+        return None
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT MIN(mtime), MAX(mtime) FROM inputs WHERE source = ? AND status = 'accepted'",
+                         (source,)).fetchone()
+    if not row or row[0] is None:
+        return None
+    return (_iso(dt.datetime.fromtimestamp(row[0], dt.timezone.utc)),
+            _iso(dt.datetime.fromtimestamp(row[1], dt.timezone.utc)))
+
+
+def _dates(run_dir, source, summary, sheet_files, given) -> tuple[str | None, str | None, str]:
+    """Survey dates, from the most to the least trustworthy record."""
+    if given:
+        lo, hi = (given, given) if isinstance(given, str) else given
+        return _day(lo)[0], _day(hi)[1], "given at publication"
+    for key in ("survey_date", "date", "scan_date", "as_of"):
+        v = (summary or {}).get(key) or ((summary or {}).get("survey") or {}).get(key)
+        if v:
+            return *_day(v), f"layer summary ({key})"
+    rows = (summary or {}).get("pipes") or []
+    dates = sorted({r.get("scan_date") for r in rows if r.get("scan_date")})
+    if dates:
+        return _day(dates[0])[0], _day(dates[-1])[1], "scan dates of the pipe records"
+    if sheet_files:
+        g = _gps_dates(sheet_files)
+        if g:
+            return g[0], g[1], "GPS time of the points"
+    m = _manifest_dates(run_dir, source)
+    if m:
+        return m[0], m[1], "modification times of the input files (no survey date recorded)"
+    return None, None, "unknown"
+
+
+# ------------------------------------------------------------------------------------------------ CRS
+@functools.lru_cache(maxsize=4)
+def crs_info(epsg: int = 10169) -> dict:
+    from pyproj import CRS
+
+    crs = CRS.from_epsg(epsg)
+    horizontal = crs.sub_crs_list[0] if crs.is_compound else crs
+    vertical = crs.sub_crs_list[1].name if crs.is_compound else None
+    return {"epsg": horizontal.to_epsg(), "compound_epsg": epsg if crs.is_compound else None,
+            "name": crs.name, "vertical": vertical,
+            "vertical_note": "T.P. (Tokyo Peil) orthometric heights; geoid GSIGEO2011" if vertical else None,
+            "wkt2": crs.to_wkt("WKT2_2019"), "projjson": crs.to_json_dict()}
+
+
+def _run_crs(run_dir) -> dict:
+    path = os.path.join(run_dir, "settings.json")
+    epsg = 10169
+    if os.path.exists(path):
+        with open(path) as f:
+            epsg = int(json.load(f).get("target_crs") or epsg)
+    return crs_info(epsg)
+
+
+# ------------------------------------------------------------------------------------------------ products
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _titles(kind, source, survey) -> tuple[dict, dict]:
+    sja, sen, _ = SOURCES.get(source, (source, source, "lidar"))
+    _, _, kja, ken, _ = KINDS[kind]
+    title = {"ja": f"{survey} {kja} ({sja})", "en": f"{survey} {ken} ({sen})"}
+    desc = {"ja": f"VIRTUAL SHIZUOKA: {sja}による{kja}。座標系 JGD2011 平面直角座標系第VIII系 (EPSG:6676)、"
+                  f"標高 T.P. (ジオイド GSIGEO2011)。国土基本図図郭 (1/500) 単位。",
+            "en": f"VIRTUAL SHIZUOKA: {ken} from {sen}. Coordinates JGD2011 / Japan Plane Rectangular CS VIII "
+                  f"(EPSG:6676), heights T.P. (geoid GSIGEO2011). Organised by 1/500 national base-map sheets."}
+    return title, desc
+
+
+def _pc_schemas(header) -> list[dict]:
+    out = []
+    for d in header.point_format.dimensions:
+        kind = d.kind.name.lower() if hasattr(d, "kind") else "unknown"
+        size = max(1, d.num_bits // 8)
+        # pc:schemas knows signed, unsigned and floating only: bit fields are unsigned.
+        out.append({"name": d.name, "size": size, "type": {"signedinteger": "signed",
+                                                            "floating": "floating"}.get(kind, "unsigned")})
+    return out
+
+
+def _pointcloud(run_dir, source, survey, crs, given_dates) -> Product | None:
+    import laspy
+
+    from tiles.mapsheet import sheet_bounds
+
+    folder = os.path.join(run_dir, source)
+    index = _load(os.path.join(folder, "index.geojson"))
+    items, files = [], []
+    pc_type = SOURCES.get(source, ("", "", "lidar"))[2]
+    for feat in sorted(index["features"], key=lambda f: f["properties"]["code"]):
+        p = feat["properties"]
+        path = os.path.join(folder, p["file"])
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{os.path.join(folder, 'index.geojson')}: sheet {p['code']} lists {p['file']}, "
+                                    f"which is missing; rerun the tile stage")
+        files.append(path)
+        with laspy.open(path) as r:
+            h = r.header
+        bbox = [p["min_x"], p["min_y"], p["max_x"], p["max_y"]]
+        wbox, geom = footprint(bbox)
+        stats = [{"name": n, "minimum": float(lo), "maximum": float(hi), "position": i}
+                 for i, (n, lo, hi) in enumerate(zip("XYZ", h.mins, h.maxs))]
+        props = {"pc:count": int(h.point_count), "pc:type": pc_type, "pc:encoding": "LASzip (COPC 1.0)",
+                 "pc:density": p.get("density_covered") or p.get("density"), "pc:schemas": _pc_schemas(h),
+                 "pc:statistics": stats, "sheet": p["code"], "source_files": p.get("source_files")}
+        items.append(Item(id=f"{source}-{p['code']}", sheet=p["code"], bbox=bbox, bbox_wgs84=wbox, geometry=geom,
+                          sheet_bounds=list(sheet_bounds(p["code"])), properties=props,
+                          assets=[_asset(run_dir, path, "copc", ["data"], f"{p['code']} COPC")]))
+    if not items:
+        return None
+    assets = [_asset(run_dir, os.path.join(folder, "index.geojson"), "index", ["metadata"], "sheet index")]
+    tileset = os.path.join(run_dir, "3dtiles", source, "tileset.json")
+    if os.path.exists(tileset):
+        assets.append(_asset(run_dir, tileset, "3dtiles", ["visual", "3d-tiles"], "3D Tiles 1.1 tileset"))
+    bbox = _union(it.bbox for it in items)
+    wbox, geom = footprint(bbox)
+    points = sum(it.properties["pc:count"] for it in items)
+    covered = sum(it.properties["pc:count"] / it.properties["pc:density"] for it in items
+                  if it.properties["pc:density"])
+    start, end, how = _dates(run_dir, source, None, files, given_dates)
+    title, desc = _titles("pointcloud", source, survey)
+    sheets = [it.sheet for it in items]
+    return Product(id=f"{source}-pointcloud", kind="pointcloud", source=source, survey=survey, title=title,
+                   description=desc, keywords=KINDS["pointcloud"][4] + [source], sheets=sheets, bbox=bbox,
+                   bbox_wgs84=wbox, geometry=geom, start=start, end=end, dates_from=how, crs=crs,
+                   density=round(points / covered, 2) if covered else None, points=points,
+                   summary={"points": points, "sheets": len(items)}, assets=assets, items=items)
+
+
+def _key_figures(kind, s) -> dict:
+    pick = {"terrain": ("resolution", "quality"), "road": ("anomalies", "segments", "classes", "trajectory"),
+            "seaweed": ("beds", "bed_area_ha", "jblue", "species_model"),
+            "pipes": ("pipes",), "deer": ("gap_area_ha", "capturable_area_ha", "routes", "route_length_m",
+                                          "road_source", "as_of")}[kind]
+    out = {k: s.get(k) for k in pick if k in s}
+    if kind == "pipes":
+        out = {"pipes": len(s.get("pipes", [])),
+               "diameters_mm": [r.get("diameter_mm") for r in s.get("pipes", [])],
+               "nominal_mm": [r.get("nominal_mm") for r in s.get("pipes", [])]}
+    return out
+
+
+def _layer(run_dir, kind, source, survey, crs, given_dates) -> Product | None:
+    sub, summary_name = KINDS[kind][0].format(source=source), KINDS[kind][1]
+    folder = os.path.join(run_dir, sub)
+    summary = _load(os.path.join(folder, summary_name))
+    assets = _folder_assets(run_dir, folder)
+    if kind == "pipes":  # the ledger's extent: its pipes, else the scans' sheets
+        bbox = _geojson_bbox(os.path.join(folder, "pipes.geojson"))
+    else:
+        tifs = [os.path.join(run_dir, a.href) for a in assets if a.href.endswith(".tif")]
+        bbox = _raster_bbox(tifs[0]) if tifs else None
+    src_index = os.path.join(run_dir, source, "index.geojson")
+    index = _load(src_index) if os.path.exists(src_index) else {"features": []}
+    sheets = summary.get("sheets") or [f["properties"]["code"] for f in index["features"]]
+    sheets = sorted(s["code"] if isinstance(s, dict) else s for s in sheets)
+    if bbox is None:
+        boxes = [[f["properties"][k] for k in ("min_x", "min_y", "max_x", "max_y")] for f in index["features"]]
+        if not boxes:
+            return None
+        bbox = _union(boxes)
+    wbox, geom = footprint(bbox)
+    start, end, how = _dates(run_dir, source, summary, [], given_dates)
+    title, desc = _titles(kind, source, survey)
+    item = Item(id=f"{source}-{kind}", bbox=bbox, bbox_wgs84=wbox, geometry=geom,
+                properties={"layer": kind, "sheets": sheets}, assets=assets)
+    return Product(id=f"{source}-{kind}", kind=kind, source=source, survey=survey, title=title, description=desc,
+                   keywords=KINDS[kind][4], sheets=sheets, bbox=bbox, bbox_wgs84=wbox, geometry=geom, start=start,
+                   end=end, dates_from=how, crs=crs, density=None, points=None,
+                   summary=_key_figures(kind, summary), assets=[], items=[item])
+
+
+def discover(run_dir: str, survey: str | None = None, dates: dict | None = None) -> list[Product]:
+    """Every product of a run directory, in a stable order. survey: a short name (default: the folder's name).
+    dates: {source: "YYYY-MM-DD" or (first, last)} when the data carry no survey date of their own."""
+    run_dir = os.path.abspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    survey = survey or os.path.basename(run_dir.rstrip("/"))
+    crs = _run_crs(run_dir)
+    dates = dates or {}
+    out = []
+    for source in sorted(os.listdir(run_dir)):
+        if os.path.exists(os.path.join(run_dir, source, "index.geojson")):
+            p = _pointcloud(run_dir, source, survey, crs, dates.get(source))
+            if p:
+                out.append(p)
+    for kind in ("terrain", "road", "seaweed", "pipes", "deer"):
+        sub, summary_name = KINDS[kind][0], KINDS[kind][1]
+        sources = ([LAYER_SOURCE[kind]] if "{source}" not in sub else
+                   sorted(os.listdir(os.path.join(run_dir, kind))) if os.path.isdir(os.path.join(run_dir, kind))
+                   else [])
+        for source in sources:
+            if os.path.exists(os.path.join(run_dir, sub.format(source=source), summary_name)):
+                p = _layer(run_dir, kind, source, survey, crs, dates.get(source))
+                if p:
+                    out.append(p)
+    if not out:
+        raise ValueError(f"{run_dir}: nothing to publish (no sheet index nor layer summary found); run the "
+                         f"tile and layer stages first")
+    return out
