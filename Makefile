@@ -7,7 +7,7 @@ DATA ?= ../shared/data
 
 .PHONY: setup demo test clean
 
-$(STAMP): pyproject.toml .ci/setup.sh
+$(STAMP): pyproject.toml .ci/setup.sh $(wildcard .ci/services-*.sh)
 	VENV=$(VENV) bash .ci/setup.sh
 
 setup: $(STAMP)

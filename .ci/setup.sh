@@ -17,4 +17,6 @@ fi
 "$VENV/bin/python" -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import laspy, lazrs, pyproj, japan_geoid, dask, distributed, pipeline" \
   || { echo "setup: installation incomplete" >&2; exit 1; }
+# Services the publishing tests start on 127.0.0.1, each in its own venv under .services/ (their pins clash).
+bash .ci/services-stac.sh
 touch "$VENV/.installed"

@@ -124,7 +124,8 @@ def service(cmd: list[str], url: str, log: str, env: dict | None = None, cwd: st
             proc.kill()
 
 
-STAC_VENV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".services", "stac")
+STAC_VENV = os.environ.get("PCPIPE_STAC_VENV", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), ".services", "stac"))
 
 
 def stac_api_available() -> str | None:
@@ -173,3 +174,151 @@ def stac_api(folder: str | None = None, timeout: float = 120.0):
     finally:
         if own:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- CKAN -------------------------------------------------------------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CKAN_VENV = os.environ.get("PCPIPE_CKAN_VENV", os.path.join(REPO, ".services", "ckan"))
+CKAN_LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ckan_nosolr.py")
+
+
+def ckan_available() -> str | None:
+    """None when a CKAN instance can be started here, else the reason it cannot."""
+    why = Postgres.available()
+    if why:
+        return why
+    py = os.path.join(CKAN_VENV, "bin", "python")
+    if not os.path.exists(py):
+        return f"CKAN service venv not found at {CKAN_VENV} (run bash .ci/services-ckan.sh)"
+    r = subprocess.run([py, "-c", "import ckan, psycopg2"], capture_output=True, text=True)
+    if r.returncode:
+        return f"CKAN venv at {CKAN_VENV} is incomplete: {r.stderr.strip()[-300:]}"
+    return None
+
+
+class CkanInstance:
+    """What a running test CKAN offers: its url, the sysadmin's API token, the organization name, its log and
+    folders, and `cli(*args)` to run its command line."""
+
+    def __init__(self, folder: str, url: str, ini: str, log: str, storage: str, pg: Postgres, org: str):
+        self.folder, self.url, self.ini, self.log, self.storage, self.pg, self.org = (
+            folder, url, ini, log, storage, pg, org)
+        self.token = ""
+        self.sysadmin = "pcpipe-admin"
+
+    def cli(self, *args: str) -> str:
+        r = subprocess.run([os.path.join(CKAN_VENV, "bin", "python"), CKAN_LAUNCHER, "-c", self.ini, *args],
+                           capture_output=True, text=True, cwd=self.folder, stdin=subprocess.DEVNULL)
+        if r.returncode:
+            raise RuntimeError(f"ckan {' '.join(args[:3])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+        return r.stdout
+
+
+_CKAN_INI = """\
+[DEFAULT]
+debug = false
+
+[app:main]
+use = egg:ckan
+ckan.site_id = pcpipe-test
+ckan.site_url = {url}
+sqlalchemy.url = {dsn}
+# Search indexing is disabled by tests/ckan_nosolr.py (no Solr here); this address is never contacted.
+solr_url = http://127.0.0.1:9/solr/ckan
+# No Redis: CKAN 2.11+ only logs at start-up when it is absent; sessions are cookies, no background jobs are used.
+ckan.redis.url = redis://127.0.0.1:9/0
+ckan.storage_path = {storage}
+ckan.max_resource_size = 10
+ckan.plugins =
+ckan.auth.create_user_via_web = false
+ckan.locale_default = en
+SECRET_KEY = {secret}
+WTF_CSRF_SECRET_KEY = {secret}
+api_token.jwt.encode.secret = string:{secret}
+api_token.jwt.decode.secret = string:{secret}
+
+[loggers]
+keys = root, ckan
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARNING
+handlers = console
+
+[logger_ckan]
+level = INFO
+handlers = console
+qualname = ckan
+propagate = 0
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(asctime)s %(levelname)-5.5s [%(name)s] %(message)s
+"""
+
+
+@contextlib.contextmanager
+def ckan(org: str = "shizuoka-test", folder: str | None = None, timeout: float = 120.0):
+    """A throw-away CKAN on 127.0.0.1 with its own PostgreSQL cluster, a sysadmin with an API token and one
+    organization: `with ckan() as ck: ck.url, ck.token, ck.org`.
+
+    Stock CKAN from the service venv (.ci/services-ckan.sh) with one change only: search indexing is disabled
+    (tests/ckan_nosolr.py), since Solr is on no registry reachable here. No Redis is needed (cookie sessions,
+    no background jobs)."""
+    import secrets
+
+    why = ckan_available()
+    if why:
+        raise RuntimeError(why)
+    own = folder is None
+    folder = folder or tempfile.mkdtemp(prefix="pcpipe-ckan-")
+    os.chmod(folder, 0o755)
+    try:
+        os.makedirs(os.path.join(folder, "pg"), exist_ok=True)
+        with Postgres(os.path.join(folder, "pg")) as pg:
+            pg.psql("CREATE USER ckan WITH PASSWORD 'ckan'")
+            pg.psql("CREATE DATABASE ckan OWNER ckan ENCODING 'UTF8'")
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            storage = os.path.join(folder, "storage")
+            os.makedirs(storage, exist_ok=True)
+            ini = os.path.join(folder, "ckan.ini")
+            with open(ini, "w") as f:
+                f.write(_CKAN_INI.format(url=url, dsn=pg.dsn("ckan", "ckan", "ckan"), storage=storage,
+                                         secret=secrets.token_hex(24)))
+            inst = CkanInstance(folder, url, ini, os.path.join(folder, "ckan.log"), storage, pg, org)
+            inst.cli("db", "init")
+            inst.cli("user", "add", inst.sysadmin, f"email={inst.sysadmin}@example.invalid",
+                     "password=" + secrets.token_urlsafe(16))
+            inst.cli("sysadmin", "add", inst.sysadmin)
+            inst.token = inst.cli("user", "token", "add", inst.sysadmin, "pcpipe-tests", "--quiet").strip()
+            cmd = [os.path.join(CKAN_VENV, "bin", "python"), CKAN_LAUNCHER, "-c", ini, "run", "-H", "127.0.0.1",
+                   "-p", str(port), "--disable-reloader", "--threaded"]
+            with service(cmd, url + "/api/3/action/status_show", inst.log, cwd=folder, timeout=timeout):
+                _ckan_org(url, inst.token, org)
+                yield inst
+    finally:
+        if own:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ckan_org(url: str, token: str, org: str) -> None:
+    import json
+
+    req = urllib.request.Request(url + "/api/3/action/organization_create",
+                                 data=json.dumps({"name": org, "title": org}).encode(),
+                                 headers={"Authorization": token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        if not json.load(r).get("success"):
+            raise RuntimeError(f"could not create organization {org}")

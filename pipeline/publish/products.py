@@ -198,8 +198,12 @@ def _asset(run_dir, path, key=None, roles=None, title=None) -> Asset:
 
 def _folder_assets(run_dir, folder) -> list[Asset]:
     skip = (".part", ".tmp")
-    return [_asset(run_dir, os.path.join(folder, n)) for n in sorted(os.listdir(folder))
-            if os.path.isfile(os.path.join(folder, n)) and not n.endswith(skip) and not n.startswith(".")]
+    names = [n for n in sorted(os.listdir(folder))
+             if os.path.isfile(os.path.join(folder, n)) and not n.endswith(skip) and not n.startswith(".")]
+    stems = [n.split(".")[0] for n in names]
+    # keys are unique within an item (STAC, CKAN resource names): anomalies.csv and anomalies.geojson both exist
+    return [_asset(run_dir, os.path.join(folder, n), key=st if stems.count(st) == 1 else n.replace(".", "-"))
+            for n, st in zip(names, stems)]
 
 
 # ------------------------------------------------------------------------------------------------ dates
@@ -318,7 +322,7 @@ def _pc_schemas(header) -> list[dict]:
         size = max(1, d.num_bits // 8)
         # pc:schemas knows signed, unsigned and floating only: bit fields are unsigned.
         out.append({"name": d.name, "size": size, "type": {"signedinteger": "signed",
-                                                            "floating": "floating"}.get(kind, "unsigned")})
+                                                            "floatingpoint": "floating"}.get(kind, "unsigned")})
     return out
 
 
