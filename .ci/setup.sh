@@ -19,4 +19,8 @@ fi
   || { echo "setup: installation incomplete" >&2; exit 1; }
 # Services the publishing tests start on 127.0.0.1, each in its own venv under .services/ (their pins clash).
 bash .ci/services-stac.sh
+bash .ci/services-ckan.sh
+# Node tools of the tests (Khronos glTF-Validator for the 3D Tiles content), pinned in package-lock.json.
+if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent;
+else echo "setup: npm absent: the glTF-Validator test will be skipped" >&2; fi
 touch "$VENV/.installed"

@@ -77,11 +77,28 @@ def cmd_tile(a) -> int:
 
 
 def cmd_ground(a) -> int:
+    if a.engine == "pdal":
+        from .pdal import run_ground_with_pdal
+
+        if a.keep_existing:
+            raise ValueError("--keep-existing is pcpipe's engine only; PDAL's SMRF reclassifies every point")
+        d = run_ground_with_pdal(a.input, a.output)
+        print(f"ground (PDAL filters.smrf): {d['points']:,} points -> {a.output}")
+        return 0
     from .stages.terrain import ground_file
 
     d = ground_file(a.input, a.output, keep_existing=a.keep_existing)
     print(f"ground: {d['ground']:,} of {d['points']:,} points are ground (class 2), {d.get('low_noise', 0):,} low "
           f"noise (class 7) -> {a.output}")
+    return 0
+
+
+def cmd_pdal_pipeline(a) -> int:
+    from .pdal import pipeline_for
+
+    p = pipeline_for(a.stage, a.inputs, a.out, in_srs=a.in_srs, sheets=a.sheets.split(",") if a.sheets else None)
+    json.dump(p, sys.stdout, indent=2, ensure_ascii=False)
+    print()
     return 0
 
 
@@ -210,6 +227,56 @@ def cmd_sheet(a) -> int:
     return 0
 
 
+def cmd_tiles3d(a) -> int:
+    from .stages.tiles3d import pipes_tileset, tiles3d
+
+    s = tiles3d(a.sheets_dir, a.out, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet,
+                max_points_per_tile=a.max_points_per_tile, precision=a.precision, geoid=a.geoid)
+    for t in s["tilesets"]:
+        print(f"3d tiles {t['source']}: {t['points']:,} points in {t['sheets']} sheet(s), {t['tiles']} tiles "
+              f"-> {t['tileset']}")
+    for f in s["failed"]:
+        print(f"  FAILED {f['source']} {f['code']}: {f['reason']}")
+    if a.pipes:
+        p = pipes_tileset(a.pipes, os.path.join(a.out, "pipes"), geoid=a.geoid)
+        print(f"3d tiles pipes: {len(p['meshes'])} mesh(es) -> {p['tileset']}")
+    print(f"{s['points']:,} points, {s['tiles']} tiles in {s['seconds']} s -> {s['summary_path']}")
+    return 2 if s["failed"] else 0
+
+
+def _token_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip() or None
+
+
+def cmd_publish(a) -> int:
+    from .stages.publish import publish
+
+    dates = dict(d.split("=", 1) for d in a.date) if a.date else None
+    s = publish(a.run_dir, survey=a.survey, dates=dates, ckan=a.ckan, org=a.org, base_url=a.base_url,
+                token=_token_file(a.token_file), stac_api=a.stac_api, dry_run=a.dry_run,
+                tiles3d=not a.no_tiles3d, products=a.product, workers=a.workers, scheduler=a.scheduler,
+                quiet=a.quiet)
+    for p in s["products"]:
+        print(f"  {p['id']:<18} {len(p['sheets'])} sheet(s), {p['items']} item(s), {p['files']} file(s); "
+              f"dates from {p['dates_from']}")
+    print(f"STAC catalog -> {s['stac']['catalog']}")
+    if s.get("preview"):
+        print(f"preview      -> {s['preview']['index']}  (serve the run folder: python -m http.server -d "
+              f"{a.run_dir}, then open /preview/index.html)")
+    failed = []
+    for target in ("ckan", "stac_api"):
+        r = s.get(target)
+        if r:
+            print(f"{target}: {r.get('message', '')}")
+            failed += r.get("rerun", [])
+    for f in failed:
+        print(f"  RERUN {f}")
+    return 3 if failed else 0
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -269,7 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input")
     s.add_argument("output")
     s.add_argument("--keep-existing", action="store_true", help="keep a ground class the file already has")
+    s.add_argument("--engine", choices=("pcpipe", "pdal"), default="pcpipe",
+                   help="pdal: PDAL's filters.smrf with the same parameters (needs PDAL installed, e.g. conda-forge)")
     s.set_defaults(func=cmd_ground)
+
+    s = sub.add_parser("pdal-pipeline", help="print the PDAL pipeline JSON equivalent to a stage")
+    s.add_argument("stage", choices=("ingest", "reproject", "tile", "ground"))
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("--out", required=True, help="output file (folder for tile)")
+    s.add_argument("--in-srs", help="CRS of inputs that record none, e.g. EPSG:6676+6695")
+    s.add_argument("--sheets", help="tile: comma-separated sheet codes")
+    s.set_defaults(func=cmd_pdal_pipeline)
 
     s = sub.add_parser("terrain", help="DTM, DSM, canopy height, slope, aspect, hillshade as COGs")
     s.add_argument("paths", nargs="+")
@@ -354,6 +431,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("tiles3d", help="3D Tiles 1.1 (glTF points, ECEF) of the sheet files, one tileset per source")
+    s.add_argument("sheets_dir", help="a source's sheet folder (RUN/mms) or a run directory")
+    s.add_argument("--out", required=True, help="output folder (tileset.json, or <source>/tileset.json per source)")
+    s.add_argument("--max-points-per-tile", type=int, default=100_000)
+    s.add_argument("--precision", type=float, default=0.001,
+                   help="largest position error quantization may add, metres (uint16 positions only within it)")
+    s.add_argument("--geoid", default="GSIGEO2011", choices=["GSIGEO2011", "JPGEO2024"],
+                   help="geoid for T.P. -> ellipsoidal heights (default GSIGEO2011)")
+    s.add_argument("--pipes", help="also the pipes stage's meshes: its output folder (with pipes-summary.json)")
+    s.add_argument("--workers", type=int, help="Dask worker processes (default: one per sheet, up to the CPUs)")
+    s.add_argument("--scheduler", help="address of an existing Dask scheduler (or DASK_SCHEDULER_ADDRESS)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_tiles3d)
+
+    s = sub.add_parser("publish", help="3D Tiles, STAC catalog and preview page of a run; CKAN and STAC API")
+    s.add_argument("run_dir", help="run directory (as written by pcpipe run / tile and the layer stages)")
+    s.add_argument("--survey", help="short survey name used in dataset names and titles (default: folder name)")
+    s.add_argument("--date", action="append", metavar="SOURCE=YYYY-MM-DD",
+                   help="survey date of a source whose data carry none (repeatable)")
+    s.add_argument("--ckan", metavar="URL", help="CKAN site to create or update datasets on")
+    s.add_argument("--org", help="CKAN organisation owning the datasets")
+    s.add_argument("--base-url", help="public URL of the run folder: big files are linked under it")
+    s.add_argument("--stac-api", metavar="URL", help="STAC API (Transactions extension) to push the catalog to")
+    s.add_argument("--token-file", help="file holding the API token (else $PCPIPE_CKAN_TOKEN or "
+                                        "$PCPIPE_CKAN_TOKEN_FILE)")
+    s.add_argument("--dry-run", action="store_true", help="say what would change on CKAN / STAC API; write nothing "
+                                                          "remote")
+    s.add_argument("--no-tiles3d", action="store_true", help="do not (re)build the 3D Tiles")
+    s.add_argument("--product", action="append", metavar="ID",
+                   help="publish only these products (repeatable), e.g. to rerun a failed one")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--scheduler")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_publish)
 
     s = sub.add_parser("heightmap", help="16-bit PNG/RAW heightmap + JSON sidecar from a DTM, for simulators")
     s.add_argument("dtm", help="DTM GeoTIFF (e.g. RUN_DIR/terrain/als/dtm.tif)")

@@ -410,6 +410,9 @@ def _layer(run_dir, kind, source, survey, crs, given_dates) -> Product | None:
     wbox, geom = footprint(bbox)
     start, end, how = _dates(run_dir, source, summary, [], given_dates)
     title, desc = _titles(kind, source, survey)
+    tileset = os.path.join(run_dir, "3dtiles", kind, "tileset.json")  # meshes of a layer (pipes) for 3D viewers
+    if os.path.exists(tileset):
+        assets.append(_asset(run_dir, tileset, "3dtiles", ["visual", "3d-tiles"], "3D Tiles 1.1 tileset"))
     item = Item(id=f"{source}-{kind}", bbox=bbox, bbox_wgs84=wbox, geometry=geom,
                 properties={"layer": kind, "sheets": sheets}, assets=assets)
     return Product(id=f"{source}-{kind}", kind=kind, source=source, survey=survey, title=title, description=desc,

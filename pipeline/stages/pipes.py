@@ -36,9 +36,16 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
     mesh.remove_vertices_by_mask(dens < np.quantile(dens, 0.05))
     files = {}
 
-    def write(path, m):  # aside, then renamed (open3d picks the format from the extension)
+    def write(path, m, colour=(0.8, 0.8, 0.8, 1.0)):  # aside, then renamed
         tmp = path[:-4] + ".part" + path[-4:]
-        if not o3d.io.write_triangle_mesh(tmp, m):
+        if path.endswith(".glb"):  # open3d's glb fails the Khronos validator (data: URI, wrong bounds): our own
+            from tiles.tiles3d import mesh_glb
+
+            m.compute_vertex_normals()
+            with open(tmp, "wb") as fh:
+                fh.write(mesh_glb(np.asarray(m.vertices), np.asarray(m.triangles), np.asarray(m.vertex_normals),
+                                  base_colour=colour))
+        elif not o3d.io.write_triangle_mesh(tmp, m):
             raise OSError(f"open3d could not write {path}")
         os.replace(tmp, path)
 
@@ -62,7 +69,7 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
     cyl.compute_vertex_normals()
     for ext in ("ply", "glb") if pipes_local else ():  # no pipe: no cylinder file (open3d cannot write 0 vertices)
         files[f"cylinders_{ext}"] = os.path.join(dest, f"pipes.{ext}")
-        write(files[f"cylinders_{ext}"], cyl)
+        write(files[f"cylinders_{ext}"], cyl, (0.9, 0.45, 0.1, 1.0))
     return files, {"excavation_triangles": len(mesh.triangles), "cylinder_triangles": len(cyl.triangles)}
 
 

@@ -1,0 +1,82 @@
+"""`pcpipe publish`: a run directory made findable and viewable. In order: 3D Tiles of every source's sheets, the
+products read once (`publish.products.discover`), the static STAC catalog and the preview page in the run folder
+(relative links: serve or copy the folder anywhere), then, when asked, the CKAN datasets and a STAC API.
+
+Local outputs are always written (they are what the remote targets point to); remote targets are optional and
+each reports what it changed. A remote failure does not undo the local outputs, and the summary says what to
+rerun."""
+from __future__ import annotations
+
+import os
+import time
+
+from ..outputs import write_json
+
+
+def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = None, ckan: str | None = None,
+            org: str | None = None, base_url: str | None = None, token: str | None = None,
+            stac_api: str | None = None, dry_run: bool = False, tiles3d: bool = True, preview: bool = True,
+            products: list[str] | None = None, workers: int | None = None, scheduler: str | None = None, quiet: bool = False) -> dict:
+    from ..publish.ckan import read_token
+    from ..publish.products import discover
+    from ..publish.stac import write_catalog
+
+    run_dir = os.path.abspath(run_dir)
+    token = read_token(token)  # argument, else $PCPIPE_CKAN_TOKEN, else the file named by $PCPIPE_CKAN_TOKEN_FILE
+    if (ckan or stac_api) and not base_url and not dry_run:
+        raise ValueError("--base-url is needed to publish to CKAN or a STAC API: big files are linked there, not "
+                         "uploaded (the catalog gets absolute URLs under it)")
+    if ckan and not org:
+        raise ValueError("--org is needed with --ckan (the CKAN organisation that owns the datasets)")
+    summary: dict = {"run_dir": run_dir, "timings": {}}
+    t = time.time()
+    if tiles3d:
+        from .tiles3d import tiles3d as make_tiles
+
+        summary["tiles3d"] = make_tiles(run_dir, os.path.join(run_dir, "3dtiles"), workers=workers,
+                                        scheduler=scheduler, quiet=quiet)
+        if os.path.exists(os.path.join(run_dir, "pipes", "pipes-summary.json")):
+            from .tiles3d import pipes_tileset
+
+            summary["tiles3d"]["pipes"] = pipes_tileset(os.path.join(run_dir, "pipes"),
+                                                        os.path.join(run_dir, "3dtiles", "pipes"))
+        summary["timings"]["tiles3d_s"] = round(time.time() - t, 2)
+    t = time.time()
+    wanted = products
+    products = discover(run_dir, survey=survey, dates=dates)
+    if wanted:
+        unknown = set(wanted) - {p.id for p in products}
+        if unknown:
+            raise ValueError(f"no such product in {run_dir}: {', '.join(sorted(unknown))}; it has "
+                             f"{', '.join(p.id for p in products)}")
+        products = [p for p in products if p.id in wanted]
+    summary["products"] = [{"id": p.id, "title": p.title, "sheets": p.sheets, "items": len(p.items),
+                            "files": len(p.files()), "dates_from": p.dates_from} for p in products]
+    summary["stac"] = write_catalog(run_dir, products)
+    if preview:
+        from ..publish.preview import write_preview
+
+        summary["preview"] = write_preview(run_dir, products)
+    summary["timings"]["local_s"] = round(time.time() - t, 2)
+    if ckan:
+        from ..publish.ckan import publish_ckan
+
+        t = time.time()
+        summary["ckan"] = publish_ckan(run_dir, products, ckan, org, base_url=base_url, token=token,
+                                       dry_run=dry_run, survey=survey)
+        summary["timings"]["ckan_s"] = round(time.time() - t, 2)
+    if stac_api:
+        from ..publish.stac import PushError, push
+
+        t = time.time()
+        try:
+            r = push(run_dir, products, stac_api, base_url=base_url, token=token, dry_run=dry_run)
+            r["message"] = (f"{stac_api}: collections {r['collections']}, items {r['items']}" if not dry_run else
+                            f"{stac_api}: would push {len(r['collections'])} collections, {r['items']} items")
+        except PushError as e:  # a push is an upsert of every object: rerunning it completes it
+            r = {"ok": False, "message": f"{stac_api}: {e}",
+                 "rerun": [f"pcpipe publish {run_dir} --no-tiles3d --stac-api {stac_api} --base-url {base_url}"]}
+        summary["stac_api"] = r
+        summary["timings"]["stac_api_s"] = round(time.time() - t, 2)
+    write_json(os.path.join(run_dir, "publish-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
+    return summary
