@@ -4,7 +4,8 @@ WORKDIR /opt/pcpipe
 COPY environment.yml .
 RUN mamba env create -f environment.yml && mamba clean -afy
 COPY . .
-RUN conda run -n pcpipe pip install --no-deps -e .
+RUN conda run -n pcpipe pip install --no-deps -e . \
+ && conda run -n pcpipe bash .ci/preview-vendor.sh
 ENV PATH=/opt/conda/envs/pcpipe/bin:$PATH
 ENTRYPOINT ["pcpipe"]
 CMD ["--help"]

@@ -7,7 +7,8 @@ DATA ?= ../shared/data
 
 .PHONY: setup demo test clean
 
-$(STAMP): pyproject.toml .ci/setup.sh $(wildcard .ci/services-*.sh)
+$(STAMP): pyproject.toml .ci/setup.sh $(wildcard .ci/services-*.sh) .ci/preview-vendor.sh \
+          pipeline/publish/preview/package-lock.json package-lock.json
 	VENV=$(VENV) bash .ci/setup.sh
 
 setup: $(STAMP)

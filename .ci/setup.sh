@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-# Debian packages: python3-venv for the virtual environment, libusb-1.0-0 for open3d-cpu.
-APT_PACKAGES="python3-venv libusb-1.0-0"
+# Debian packages: python3-venv for the virtual environment, libusb-1.0-0 for open3d-cpu, chromium for the
+# preview page's browser test (with a Japanese font, or the page's Japanese shows as boxes).
+APT_PACKAGES="python3-venv libusb-1.0-0 chromium fonts-ipafont-gothic"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
@@ -20,6 +21,8 @@ fi
 # Services the publishing tests start on 127.0.0.1, each in its own venv under .services/ (their pins clash).
 bash .ci/services-stac.sh
 bash .ci/services-ckan.sh
+# The preview page's JS (Leaflet, CesiumJS) from npm, vendored into each published run.
+bash .ci/preview-vendor.sh
 # Node tools of the tests (Khronos glTF-Validator for the 3D Tiles content), pinned in package-lock.json.
 if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent;
 else echo "setup: npm absent: the glTF-Validator test will be skipped" >&2; fi

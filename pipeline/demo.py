@@ -21,6 +21,8 @@ MMS_ORIGIN = (-10700.0, -113520.0)
 MBES_LONLAT = (138.765, 34.965)
 # An excavation beside the office.
 IPHONE_ORIGIN = (-10660.0, -113470.0, 14.0)
+# Survey dates of the demo's sources (their files carry none: week-second GPS time, no header date).
+DEMO_DATES = {"als": "2025-11-18", "mms": "2026-04-20", "mbes": "2026-06-15", "iphone": "2026-05-12"}
 DEMO_CHART_DATUM_TO_TP = -0.85  # metres: an assumed chart datum 0.85 m below T.P., for the demo only
 
 
@@ -316,14 +318,23 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
                       roads_path=dr["roads"], config_path=f["config"])
     print(f"  deer           capture gaps {deer['gap_area_ha']} ha, capturable {deer['capturable_area_ha']} ha, "
           f"{deer['routes']} routes -> {out}/tiles/deer/")
+    from .stages.publish import publish
+
+    pub = publish(os.path.join(out, "tiles"), survey="demo", dates=DEMO_DATES, workers=workers, quiet=quiet)
+    print(f"  publish        {len(pub['products'])} products, {pub['tiles3d']['points']:,} points in 3D Tiles, "
+          f"STAC catalog -> {pub['stac']['catalog']}")
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
         json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"},
                    "road": {k: v for k, v in rd.items() if k not in ("tile", "config")},
                    "seaweed": {k: v for k, v in sw.items() if k not in ("tile", "config")},
                    "pipes": {k: v for k, v in pp.items() if k != "config"},
-                   "deer": {k: v for k, v in deer.items() if k != "config"}},
+                   "deer": {k: v for k, v in deer.items() if k != "config"},
+                   "publish": {k: v for k, v in pub.items() if k != "tiles3d"}},
                   fh, indent=2, default=str, ensure_ascii=False)
     print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest and {out}/tiles")
+    if pub.get("preview"):
+        print(f"open the preview: python -m http.server -d {out}/tiles 8000, then "
+              f"http://127.0.0.1:8000/preview/index.html")
     ok = all(r["status"] == "accepted" for r in results.values()) and all(t["quarantined"] == 0
                                                                           for t in tiled.values())
     return 0 if ok else 1

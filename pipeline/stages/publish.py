@@ -54,9 +54,12 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
                             "files": len(p.files()), "dates_from": p.dates_from} for p in products]
     summary["stac"] = write_catalog(run_dir, products)
     if preview:
-        from ..publish.preview import write_preview
+        from ..publish.preview import VendorMissing, write_preview
 
-        summary["preview"] = write_preview(run_dir, products)
+        try:
+            summary["preview"] = write_preview(run_dir, products)
+        except VendorMissing as e:  # the catalog and remote targets do not need the page
+            summary["preview"], summary["preview_skipped"] = None, str(e)
     summary["timings"]["local_s"] = round(time.time() - t, 2)
     if ckan:
         from ..publish.ckan import publish_ckan

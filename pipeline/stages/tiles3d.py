@@ -121,7 +121,7 @@ def tiles3d(sheets_dir, out_dir, *, workers=None, scheduler=None, quiet=False,
             continue
         path = os.path.join(dest, "tileset.json")
         write_source_tileset(path, ok, source=source, extras={"crs": "EPSG:6676 + JGD2011 height (T.P.)",
-                                                              "geoid": geoid, "input_folder": folder})
+                                                              "geoid": geoid})
         tilesets.append({"source": source, "tileset": path, "sheets": len(ok),
                          "points": sum(r["points"] for r in ok), "tiles": sum(r["tiles"] for r in ok)})
     converted = [r for r in done if r["status"] == "converted"]
