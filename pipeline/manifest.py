@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS inputs (path TEXT NOT NULL, source TEXT NOT NULL, siz
 CREATE TABLE IF NOT EXISTS sheets (code TEXT NOT NULL, source TEXT NOT NULL, point_count INTEGER, bounds TEXT,
                                    inputs TEXT, output TEXT, output_sha256 TEXT, run_id INTEGER,
                                    PRIMARY KEY (code, source));
+CREATE TABLE IF NOT EXISTS pending (code TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (code, source));
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
@@ -128,4 +130,30 @@ class Manifest:
 
     def drop_sheet(self, code, source):
         self.db.execute("DELETE FROM sheets WHERE code = ? AND source = ?", (code, source))
+        self.db.commit()
+
+    # ------------------------------------------------------------------------------------- crash safety
+    # Sheets whose parts changed are recorded as pending before the input that changed them is recorded as done,
+    # and cleared only once rebuilt: a run killed in between rebuilds them next time.
+    def add_pending(self, source: str, codes) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?)", [(c, source) for c in codes])
+        self.db.commit()
+
+    def pending(self, source: str) -> set[str]:
+        return {c for (c,) in self.db.execute("SELECT code FROM pending WHERE source = ?", (source,))}
+
+    def clear_pending(self, source: str, codes) -> None:
+        self.db.executemany("DELETE FROM pending WHERE code = ? AND source = ?", [(c, source) for c in codes])
+        self.db.commit()
+
+    # Fingerprints of finished stages (nightly: a stage whose fingerprint is unchanged is not run again).
+    def get_state(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM state WHERE key = ?", (key,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
         self.db.commit()

@@ -148,7 +148,7 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
     from shapely.geometry import LineString, mapping, shape
     from shapely.ops import unary_union
 
-    from ..outputs import write_json
+    from ..outputs import write_csv, write_json
     from ..stages.terrain import write_cog
     from .terrain import Grid
 
@@ -255,15 +255,13 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
                "routes": len(routes), "route_length_m": [r["properties"]["length_m"] for r in routes],
                "config": cfg, "files": files}
     files["summary"] = os.path.join(out_dir, "deer-summary.csv")
-    with open(files["summary"], "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["item", "value", "unit"])
-        w.writerow(["capture_gap_area", summary["gap_area_ha"], "ha"])
-        w.writerow(["capturable_area", summary["capturable_area_ha"], "ha"])
-        w.writerow(["routes", len(routes), "count"])
-        for r in routes:
-            w.writerow([f"route_{r['properties']['area_id']}_length", r["properties"]["length_m"], "m"])
-        w.writerow(["road_source", road_source, ""])
+    rows = [{"item": "capture_gap_area", "value": summary["gap_area_ha"], "unit": "ha"},
+            {"item": "capturable_area", "value": summary["capturable_area_ha"], "unit": "ha"},
+            {"item": "routes", "value": len(routes), "unit": "count"}]
+    rows += [{"item": f"route_{r['properties']['area_id']}_length", "value": r["properties"]["length_m"], "unit": "m"}
+             for r in routes]
+    rows.append({"item": "road_source", "value": road_source, "unit": ""})
+    write_csv(files["summary"], rows, ["item", "value", "unit"])
     files["quicklook"] = os.path.join(out_dir, "deer-quicklook.png")
     _quicklook(files["quicklook"], rd["hillshade"], gap, capturable, routes, grid)
     files["summary_json"] = os.path.join(out_dir, "deer-summary.json")
@@ -284,4 +282,5 @@ def _quicklook(path, hillshade, gap, capturable, routes, grid):
     for r in routes:
         xy = [((x - grid.west) / grid.res, (grid.north - y) / grid.res) for x, y in r["geometry"]["coordinates"]]
         d.line(xy, fill=(255, 220, 0), width=2)
-    img.save(path)
+    img.save(path + ".part", format="PNG")
+    os.replace(path + ".part", path)

@@ -60,10 +60,8 @@ def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
     """Ground, walls and floor: RANSAC planes, largest first; a plane whose inliers do not fill a surface (the
     tops of pipes at one height form strips) is set aside and its points stay for the pipes. Returns (planes,
     mask of points left)."""
-    import open3d as o3d
-
-    o3d.utility.random.seed(0)  # RANSAC draws from open3d's generator: seeded, reruns give the same planes
     pc_cfg = cfg["planes"]
+    rng = np.random.default_rng(0)
     left = np.ones(len(xyz), bool)
     search = np.ones(len(xyz), bool)  # candidates for the next plane; a rejected plane's points stay in `left`
     planes = []
@@ -73,8 +71,8 @@ def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
         idx_left = np.flatnonzero(search)
         if len(idx_left) < pc_cfg["min_points"]:
             break
-        model, inl = _o3d(xyz[idx_left]).segment_plane(pc_cfg["distance_m"], 3, 1000)
-        inl = idx_left[np.asarray(inl)]
+        model, inl = ransac_plane(xyz[idx_left], pc_cfg["distance_m"], 1000, rng)
+        inl = idx_left[inl]
         if len(inl) < pc_cfg["min_points"]:
             break
         pts = xyz[inl]
@@ -97,6 +95,37 @@ def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
         for p in horiz:
             p["kind"] = "ground" if p["mean_z"] >= main["mean_z"] - 0.3 else "floor"
     return planes, left
+
+
+def ransac_plane(xyz: np.ndarray, distance: float, iterations: int, rng, score_points: int = 20000):
+    """The plane (a, b, c, d; ax + by + cz + d = 0, unit normal) with the most points within `distance`, and the
+    indices of those points. open3d's segment_plane does the same but draws on several threads, so its planes
+    (and the ledger) changed from run to run; this one is numpy with a seeded generator: same input, same planes.
+    Candidates are scored on a fixed subsample, the best is refitted by least squares on its inliers."""
+    n = len(xyz)
+    sub = xyz if n <= score_points else xyz[np.sort(rng.choice(n, score_points, replace=False))]
+    tri = sub[rng.integers(0, len(sub), (iterations, 3))]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(normal, axis=1)
+    ok = norm > 1e-12
+    normal, tri = normal[ok] / norm[ok, None], tri[ok]
+    d = -np.einsum("ij,ij->i", normal, tri[:, 0])
+    counts = np.zeros(len(normal), int)
+    for i in range(0, len(normal), 64):  # blocks of candidates: memory stays at 64 x the subsample
+        counts[i:i + 64] = (np.abs(sub @ normal[i:i + 64].T + d[i:i + 64]) <= distance).sum(0)
+    best = int(np.argmax(counts))
+    model = np.append(normal[best], d[best])
+    for _ in range(2):  # least squares on the inliers, then the inliers of the refitted plane
+        inl = np.flatnonzero(np.abs(xyz @ model[:3] + model[3]) <= distance)
+        if len(inl) < 3:
+            break
+        c = xyz[inl].mean(0)
+        nrm = np.linalg.svd(xyz[inl] - c, full_matrices=False)[2][-1]
+        model = np.append(nrm, -nrm @ c)
+    inl = np.flatnonzero(np.abs(xyz @ model[:3] + model[3]) <= distance)
+    if model[2] < 0:  # one sign for the same plane
+        model = -model
+    return model, inl
 
 
 def _is_surface(pts: np.ndarray, cell: float = 0.1) -> bool:

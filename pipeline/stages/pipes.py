@@ -23,7 +23,7 @@ def _read_xyz(path):
 
 
 def _meshes(xyz_local, pipes_local, dest, cfg):
-    """Excavation surface (Poisson, low-density fringe trimmed) and one cylinder per pipe, as PLY and binary
+    """Excavation surface (ball pivoting) and one cylinder per pipe, as PLY and binary
     glTF, in the local frame whose origin the summary gives (glTF stores float32: EPSG:6676 metres would lose
     their millimetres)."""
     import open3d as o3d
@@ -31,9 +31,9 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
     pc = PL._o3d(xyz_local)
     pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=0.05, max_nn=30))
     pc.orient_normals_towards_camera_location(xyz_local.mean(0) + [0, 0, 10.0])
-    mesh, dens = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(pc, depth=cfg["mesh"]["poisson_depth"])
-    dens = np.asarray(dens)
-    mesh.remove_vertices_by_mask(dens < np.quantile(dens, 0.05))
+    # ball pivoting, not Poisson: open3d's Poisson gives another mesh on every run (see pipes.yaml)
+    mesh = o3d.geometry.TriangleMesh.create_from_point_cloud_ball_pivoting(
+        pc, o3d.utility.DoubleVector([float(r) for r in cfg["mesh"]["ball_radii_m"]]))
     files = {}
 
     def write(path, m, colour=(0.8, 0.8, 0.8, 1.0)):  # aside, then renamed

@@ -311,5 +311,7 @@ def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, 
                "trajectory": trajectory or "rebuilt from GPS time",
                "tile": {k: v for k, v in ts.items() if k != "results"}}
     files["summary"] = os.path.join(dest, "road-summary.json")
-    write_json(files["summary"], summary, indent=2, ensure_ascii=False, default=str)
+    # the tile record (timings, what was new in this run) stays out of the product: same data, same bytes
+    write_json(files["summary"], {k: v for k, v in summary.items() if k != "tile"}, indent=2, ensure_ascii=False,
+               default=str)
     return summary

@@ -33,8 +33,8 @@ def _runner(name):
         from .pipes import pipes
 
         def run_pipes(paths, out_dir, source, **o):  # scans of one excavation; no sheets of their own
-            return pipes(paths, out_dir, gcp=o.get("gcp"), config_path=o.get("config_path"),
-                         quiet=o.get("quiet", False))
+            return pipes(paths, out_dir, gcp=o.get("gcp"), config_path=o.get("config_path"), date=o.get("date"),
+                         nominal=o.get("nominal"), quiet=o.get("quiet", False))
 
         return run_pipes
     raise ValueError(f"unknown stage {name!r}; known: tile, {', '.join(LAYERS)}")

@@ -149,5 +149,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, ba
                            "lost": sum(1 for c in changes if c["properties"]["change"] == "lost")} if base else None,
                "tile": {k: v for k, v in ts.items() if k != "results"}, "config": cfg}
     files["summary"] = os.path.join(dest, "seaweed-summary.json")
-    write_json(files["summary"], summary, indent=2, ensure_ascii=False, default=str)
+    # the tile record (timings, what was new in this run) stays out of the product: same data, same bytes
+    write_json(files["summary"], {k: v for k, v in summary.items() if k != "tile"}, indent=2, ensure_ascii=False,
+               default=str)
     return summary

@@ -133,5 +133,7 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
                "quality": {"filled_share": round(float(np.nanmean(arrays["dtm_filled"])), 4),
                            "ground_share": round(sum(d["ground"] for d in done) / max(1, sum(d["points"]
                                                                                               for d in done)), 4)}}
-    write_json(os.path.join(outdir, "terrain-summary.json"), summary, indent=2, default=str)
+    # the tile record (timings, what was new in this run) stays out of the product: same data, same bytes
+    write_json(os.path.join(outdir, "terrain-summary.json"), {k: v for k, v in summary.items() if k != "tile"},
+               indent=2, default=str)
     return summary

@@ -306,7 +306,7 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
     timings = {}
     with Manifest(out_dir) as man, man.run("tile") as run, session(workers, scheduler) as sess:
         timings["start_workers_s"] = time.perf_counter() - t0
-        todo, dirty, seen_keys = [], set(), {}
+        todo, dirty, seen_keys = [], man.pending(source), {}  # pending: sheets a killed run left unbuilt
         known = {r["sha256"]: r["path"] for r in man.inputs(source) if r["status"] == "accepted"}
         for p in inputs:
             sha, size, mtime = man.content_hash(p, source)
@@ -323,6 +323,7 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
                 continue
             seen_keys[sha] = p
             if old:  # changed content: its old parts go, and the sheets they fed are rebuilt
+                man.add_pending(source, old["sheets"])
                 for sheet in old["sheets"]:
                     dirty.add(sheet)
                     for ext in (PART_EXT[fmt], ".occ.npy"):
@@ -338,6 +339,8 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
         for item, r in zip(todo, done):
             results.append(r)
             accepted = r["status"] == "accepted"
+            if accepted:
+                man.add_pending(source, r.get("sheets", {}))
             man.put_input(item["path"], source, item["size"], item["mtime"], item["sha"], r["status"],
                           r.get("reason"), r.get("points_in"), r.get("points_out"), r.get("sheets", {}), run["id"])
             dirty.update(r.get("sheets", {}) if accepted else {})
@@ -356,6 +359,7 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
             else:
                 man.drop_sheet(b["code"], source)
                 shutil.rmtree(os.path.join(parts_root, b["code"]), ignore_errors=True)
+        man.clear_pending(source, [b["code"] for b in built])
         sheets = [s["bounds"] for s in man.sheets(source)]  # stored summaries of every sheet of this source
         all_inputs = [r for r in man.inputs(source) if r["status"] == "accepted"]
         total_in = sum(r["points_out"] for r in all_inputs)
