@@ -263,6 +263,8 @@ def cmd_publish(a) -> int:
         print(f"  {p['id']:<18} {len(p['sheets'])} sheet(s), {p['items']} item(s), {p['files']} file(s); "
               f"dates from {p['dates_from']}")
     print(f"STAC catalog -> {s['stac']['catalog']}")
+    if s.get("preview_skipped"):
+        print(f"preview      -> not written: {s['preview_skipped']}")
     if s.get("preview"):
         print(f"preview      -> {s['preview']['index']}  (serve the run folder: python -m http.server -d "
               f"{a.run_dir}, then open /preview/index.html)")
@@ -275,6 +277,41 @@ def cmd_publish(a) -> int:
     for f in failed:
         print(f"  RERUN {f}")
     return 3 if failed else 0
+
+
+def cmd_nightly(a) -> int:
+    from tasks.nightly import backfill, load_config, nightly, republish
+
+    _log_lines(a.quiet)
+    cfg = load_config(a.config)
+    if a.cmd == "backfill":
+        s = backfill(cfg, sheets=a.sheets.split(",") if a.sheets else None, since=a.since, until=a.until,
+                     quiet=a.quiet)
+    elif a.cmd == "republish":
+        s = republish(cfg, quiet=a.quiet)
+    else:
+        s = nightly(cfg, quiet=a.quiet, force=a.force)
+    if s["status"] == "nothing new":
+        print(f"{a.cmd}: {s['message']} ({s['seconds']} s); nothing written")
+        return 0
+    for st in s["stages"]:
+        line = f"  {st['name']:<12} {st['status']}" + (f" in {st['seconds']} s" if "seconds" in st else "")
+        print(line + (f": {st['error']}" if st.get("error") else ""))
+    for q in s["quarantined"]:
+        print(f"  QUARANTINED {q['path']} [{q['code']}] {q['reason']}")
+    print(f"{a.cmd} {s['status']} in {s['seconds']} s; report: {s.get('report', {}).get('html') or s['report_dir']}")
+    return 0 if s["status"] == "ok" else 3
+
+
+def _log_lines(quiet: bool) -> None:
+    """Plain log lines on stderr (what a cron mail or journald keeps); progress bars show only on a terminal."""
+    import logging
+
+    if not quiet and not logging.getLogger("pcpipe").handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        logging.getLogger("pcpipe").addHandler(h)
+        logging.getLogger("pcpipe").setLevel(logging.INFO)
 
 
 def cmd_demo(a) -> int:
@@ -478,6 +515,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--level", type=int, default=500, choices=[50000, 5000, 2500, 1000, 500, 250])
     s.set_defaults(func=cmd_sheet)
 
+    for name, text in (("nightly", "the nightly batch: inboxes -> ingest, tile, layers -> publish, with a report"),
+                       ("backfill", "redo sheets or a date range of inputs, and what follows from them"),
+                       ("republish", "publish the run directory again without computing anything")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--config", required=True, help="nightly YAML (run_dir, inbox per source, layers, publish)")
+        s.add_argument("--quiet", action="store_true", help="no progress bars, no log lines (the log file stays)")
+        if name == "nightly":
+            s.add_argument("--force", action="store_true", help="run every stage even if nothing changed")
+        if name == "backfill":
+            s.add_argument("--sheets", help="comma-separated sheet codes to rebuild")
+            s.add_argument("--since", help="inputs whose files date from this day (YYYY-MM-DD) ...")
+            s.add_argument("--until", help="... up to this day, inclusive")
+        s.set_defaults(func=cmd_nightly)
+
     s = sub.add_parser("demo", help="make the synthetic demo survey and run the pipeline on it")
     s.add_argument("--out", default="demo-out")
     s.add_argument("--workers", type=int, default=1)
@@ -493,3 +544,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"pcpipe: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from tasks.nightly import LockHeld
+
+        if not isinstance(e, LockHeld):
+            raise
+        print(f"pcpipe: {e}", file=sys.stderr)
+        return 4  # busy: another run holds the run directory (cron: try again later)

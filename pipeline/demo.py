@@ -250,91 +250,71 @@ def make_survey(folder) -> dict:
     return {"files": files, "counts": counts}
 
 
+def nightly_config(out: str, files: dict, workers: int = 1) -> str:
+    """The nightly batch's config for the demo: its input folders are the inboxes (control points and dive logs
+    sit beside the data and are ignored as inputs), every layer, local publishing. Written to out/nightly.yaml."""
+    inp = os.path.join(out, "inputs")
+    d = files["deer"]
+    cfg = {"run_dir": "tiles",
+           "inbox": {k: os.path.relpath(os.path.join(inp, k), out) for k in ("als", "mms", "mbes", "iphone")},
+           "ignore": ["*_gcp.csv", "*_dive.csv"],
+           "config": os.path.relpath(files["config"], out), "gcp": os.path.relpath(files["gcp"], out),
+           "deer": {k: os.path.relpath(d[k], out) for k in ("density", "captures", "roads")},
+           "seaweed": {"dive": os.path.relpath(files["dive"], out),
+                       "survey": {"date": DEMO_DATES["mbes"], "site": "Heda, Izu (demo)"}},
+           "pipes": {"date": DEMO_DATES["iphone"]},
+           "publish": {"survey": "demo", "dates": DEMO_DATES},
+           "workers": workers}
+    import yaml
+
+    path = os.path.join(out, "nightly.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# The demo survey's nightly batch (pcpipe nightly --config this-file)\n")
+        yaml.safe_dump(cfg, f, sort_keys=False, allow_unicode=True)
+    return path
+
+
 def run_demo(out="demo-out", workers=1, quiet=False) -> int:
-    from .stages.ingest import ingest
+    """Make the demo survey, run the nightly batch on it (every layer, local publishing, report), export a
+    simulator heightmap. Returns 0 when every input was accepted and every stage finished."""
+    from tasks.nightly import load_config, nightly
+
+    from .layers.heightmap import export_heightmap
 
     t0 = time.time()
     survey = make_survey(out)
     f = survey["files"]
     print(f"demo survey written to {out}/inputs: " + ", ".join(f"{k} {v:,} points" for k, v in
                                                                survey["counts"].items()))
-    results = {}
-    for kind, extra in (("als", {}), ("mms", {}), ("mbes", {}), ("iphone", {"gcp": f["gcp"]})):
-        s = ingest([f[kind]], os.path.join(out, "ingest"), kind, config_path=f["config"], workers=workers,
-                   quiet=quiet, **extra)
-        r = s["results"][0]
-        results[kind] = r
-        line = f"  ingest {kind:<6} {r['status']}"
-        if r["status"] == "accepted":
-            line += (f": {r['points_out']:,} points, {r['crs_in']} -> EPSG:{r['crs_out_epsg']}, "
-                     f"heights {r['vertical_datum']}" + (f" (geoid {r['geoid']})" if r.get("geoid") else ""))
-            if "control_points" in r:
-                line += f", control-point RMS {r['control_points']['rms_m'] * 1000:.1f} mm"
-        else:
-            line += f": {r['reason']}"
-        print(line)
-    from .stages.tile import tile
-
-    tiled = {}
-    for kind, extra in (("als", {}), ("mms", {}), ("mbes", {}), ("iphone", {"gcp": f["gcp"]})):
-        s = tile([f[kind]], os.path.join(out, "tiles"), kind, config_path=f["config"], workers=workers,
-                 quiet=quiet, **extra)
-        tiled[kind] = {k: v for k, v in s.items() if k != "results"}
-        built = ", ".join(sorted(s["sheets_built"])) or "unchanged, nothing rebuilt"
-        print(f"  tile   {kind:<6} {s['all_points']:,} points in {s['all_sheets']} sheet(s) of 1/500 "
-              f"({built}) -> {out}/tiles/{kind}/")
-    from .layers.heightmap import export_heightmap
-    from .stages.terrain import terrain
-
-    ter = terrain([f["als"]], os.path.join(out, "tiles"), "als", config_path=f["config"], workers=workers,
-                  quiet=quiet)
-    hm = export_heightmap(ter["files"]["dtm"], os.path.join(out, "simulator"), "nihondaira_dtm")
-    print(f"  terrain als    {len(ter['sheets'])} sheets, {ter['resolution']} m: "
-          f"{', '.join(os.path.basename(v) for v in ter['files'].values())} -> {os.path.dirname(ter['files']['dtm'])}/")
-    print(f"  heightmap      {hm['width']} x {hm['height']} px 16-bit -> {hm['png']}")
-    from .stages.road import road
-
-    rd = road([f["mms"]], os.path.join(out, "tiles"), "mms", config_path=f["config"], workers=workers, quiet=quiet)
-    print(f"  road   mms    {rd['anomalies']['pothole']} potholes, {rd['anomalies']['step']} steps, "
-          f"{rd['segments']} segments (class I/II/III {rd['classes']['I']}/{rd['classes']['II']}/"
-          f"{rd['classes']['III']}) -> {out}/tiles/road/mms/")
-    from .stages.seaweed import seaweed
-
-    sw = seaweed([f["mbes"]], os.path.join(out, "tiles"), "mbes", dive=f["dive"], config_path=f["config"],
-                 survey={"date": "2026-06-15", "site": "Heda, Izu (demo)"}, workers=workers, quiet=quiet)
-    tot = sw["jblue"][-1]
-    print(f"  seaweed mbes   {sw['beds']} beds, {sw['bed_area_ha']} ha, species model accuracy (cross-validated) "
-          f"{sw['species_model']['cv_accuracy']}, CO2 {tot['co2_t_per_year']} t/yr -> {out}/tiles/seaweed/mbes/")
-    from .stages.pipes import pipes
-
-    pp = pipes([f["iphone"]], os.path.join(out, "tiles"), gcp=f["gcp"], date="2026-05-12", quiet=quiet)
-    print(f"  pipes  iphone  {len(pp['pipes'])} pipes: " + ", ".join(
-        f"{r['id']} {r['diameter_mm']} mm (nominal {r['nominal_mm']}), cover {r['cover_start_m']} m"
-        for r in pp["pipes"]) + f" -> {out}/tiles/pipes/")
-    from .layers.deer import deer_layer
-
-    dr = f["deer"]
-    deer = deer_layer(os.path.dirname(ter["files"]["dtm"]), dr["density"], dr["captures"], os.path.join(out, "tiles", "deer"),
-                      roads_path=dr["roads"], config_path=f["config"])
-    print(f"  deer           capture gaps {deer['gap_area_ha']} ha, capturable {deer['capturable_area_ha']} ha, "
-          f"{deer['routes']} routes -> {out}/tiles/deer/")
-    from .stages.publish import publish
-
-    pub = publish(os.path.join(out, "tiles"), survey="demo", dates=DEMO_DATES, workers=workers, quiet=quiet)
-    print(f"  publish        {len(pub['products'])} products, {pub['tiles3d']['points']:,} points in 3D Tiles, "
-          f"STAC catalog -> {pub['stac']['catalog']}")
+    cfg_path = nightly_config(out, f, workers)
+    s = nightly(load_config(cfg_path), quiet=quiet)
+    if s["status"] == "nothing new":
+        print(f"  nightly: {s['message']} (run {cfg_path} again after changing an input)")
+    for st in s.get("stages", []):
+        fig = st.get("summary") or {}
+        extra = ""
+        if st["name"] == "road" and fig:
+            extra = f": anomalies {fig.get('anomalies')}, segments by class {fig.get('classes')}"
+        elif st["name"] == "seaweed" and fig:
+            extra = f": {fig.get('beds')} beds, {fig.get('bed_area_ha')} ha"
+        elif st["name"] == "pipes" and fig:
+            extra = ": " + ", ".join(f"{p['id']} {p['diameter_mm']} mm (nominal {p['nominal_mm']})"
+                                     for p in fig.get("pipes", []))
+        elif st["name"] == "deer" and fig:
+            extra = f": capture gaps {fig.get('gap_area_ha')} ha, capturable {fig.get('capturable_area_ha')} ha"
+        print(f"  {st['name']:<8} {st['status']}" + (f" in {st['seconds']} s" if "seconds" in st else "")
+              + (f" ({st['error']})" if st.get("error") else extra))
+    run_dir = os.path.join(out, "tiles")
+    hm = export_heightmap(os.path.join(run_dir, "terrain", "als", "dtm.tif"), os.path.join(out, "simulator"),
+                          "nihondaira_dtm")
+    print(f"  heightmap {hm['width']} x {hm['height']} px 16-bit -> {hm['png']}")
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
-        json.dump({"ingest": results, "tile": tiled, "terrain": {k: v for k, v in ter.items() if k != "tile"},
-                   "road": {k: v for k, v in rd.items() if k not in ("tile", "config")},
-                   "seaweed": {k: v for k, v in sw.items() if k not in ("tile", "config")},
-                   "pipes": {k: v for k, v in pp.items() if k != "config"},
-                   "deer": {k: v for k, v in deer.items() if k != "config"},
-                   "publish": {k: v for k, v in pub.items() if k != "tiles3d"}},
-                  fh, indent=2, default=str, ensure_ascii=False)
-    print(f"demo finished in {time.time() - t0:.1f} s; outputs in {out}/ingest and {out}/tiles")
-    if pub.get("preview"):
-        print(f"open the preview: python -m http.server -d {out}/tiles 8000, then "
+        json.dump({"counts": survey["counts"], "nightly": s}, fh, indent=2, default=str, ensure_ascii=False)
+    print(f"demo finished in {time.time() - t0:.1f} s; run folder {run_dir}/")
+    if s.get("report"):
+        print(f"report:  {s['report']['html']}")
+    if os.path.exists(os.path.join(run_dir, "preview", "index.html")):
+        print(f"preview: python -m http.server -d {run_dir} 8000, then open "
               f"http://127.0.0.1:8000/preview/index.html")
-    ok = all(r["status"] == "accepted" for r in results.values()) and all(t["quarantined"] == 0
-                                                                          for t in tiled.values())
+    ok = s["status"] in ("ok", "nothing new") and not s.get("quarantined")
     return 0 if ok else 1
