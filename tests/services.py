@@ -322,3 +322,47 @@ def _ckan_org(url: str, token: str, org: str) -> None:
     with urllib.request.urlopen(req, timeout=30) as r:
         if not json.load(r).get("success"):
             raise RuntimeError(f"could not create organization {org}")
+
+
+# --- Dask ---------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def dask_cluster(workers: int = 2, timeout: float = 60.0):
+    """A real `dask scheduler` and `workers` single-threaded `dask worker` processes on 127.0.0.1, from this
+    interpreter's environment; yields the scheduler address. Workers are not daemonic: the pipeline's capped
+    readers start child processes."""
+    import sys
+
+    port = free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env)]
+    try:
+        for _ in range(workers):
+            procs.append(subprocess.Popen([os.path.join(bin_dir, "dask"), "worker", addr, "--nthreads", "1",
+                                           "--no-dashboard", "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env=env))
+        from distributed import Client
+
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with Client(addr, timeout=5) as c:
+                    if len(c.scheduler_info()["workers"]) == workers:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"dask cluster at {addr} did not come up with {workers} workers")
+            time.sleep(0.5)
+        yield addr
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 from tasks.nightly import LockHeld, RunLock, load_config, nightly
 
 # Run records, not products: they say what this run did and when (timings, what was new tonight).
@@ -206,3 +208,18 @@ def test_killed_runs_finish_with_the_same_bytes(night, tmp_path):
     assert got == reference
     print("killed at (s, last log line):", interrupted)
     assert sum(x[1] != "finished before the kill" for x in interrupted) >= 4
+
+
+def test_a_night_on_a_dask_cluster_gives_the_same_bytes(night):
+    """The whole night (tiling, road and seaweed layers, 3D Tiles, STAC, preview) with --scheduler on a real dask
+    scheduler and two workers, against the same night in-process, in the same run directory path."""
+    import services
+
+    cfg = load_config(night)
+    assert nightly(cfg, quiet=True)["status"] == "ok"
+    local = products_of(cfg["run_dir"])
+    shutil.rmtree(cfg["run_dir"])
+    with services.dask_cluster(2) as addr:
+        s = nightly(dict(cfg, scheduler=addr, workers=None), quiet=True)
+    assert s["status"] == "ok", s
+    assert products_of(cfg["run_dir"]) == local

@@ -194,47 +194,17 @@ def test_settings_are_pinned(demo_survey, tmp_path):
 def test_existing_cluster_via_scheduler_address(demo_survey, tmp_path):
     """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1 run the same graph, giving the same
     bytes as an in-process run."""
-    import socket
-    import subprocess
     import sys
-    import time
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import services
 
     f = demo_survey["files"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    bin_dir = os.path.dirname(sys.executable)
-    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
-    procs = [subprocess.Popen([os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port",
-                               str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=env)]
-    try:
-        addr = f"tcp://127.0.0.1:{port}"
-        for _ in range(2):
-            procs.append(subprocess.Popen([os.path.join(bin_dir, "dask"), "worker", addr, "--nthreads", "1",
-                                           "--no-dashboard", "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env=env))
-        from distributed import Client
-
-        deadline = time.time() + 60
-        while True:
-            try:
-                with Client(addr, timeout=5) as c:
-                    if len(c.scheduler_info()["workers"]) == 2:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "cluster did not come up"
-            time.sleep(0.5)
+    with services.dask_cluster(2) as addr:
         s = tile([f["als"], f["mms"]], tmp_path / "cluster", "als", scheduler=addr, quiet=True)
-        assert s["all_points"] == demo_survey["counts"]["als"] + demo_survey["counts"]["mms"]
-        tile([f["als"], f["mms"]], tmp_path / "local", "als", workers=1, quiet=True)
-        assert outputs(tmp_path / "cluster", "als") == outputs(tmp_path / "local", "als")
-    finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+    assert s["all_points"] == demo_survey["counts"]["als"] + demo_survey["counts"]["mms"]
+    tile([f["als"], f["mms"]], tmp_path / "local", "als", workers=1, quiet=True)
+    assert outputs(tmp_path / "cluster", "als") == outputs(tmp_path / "local", "als")
 
 
 def test_geoid_none_is_accepted_like_ingest(demo_survey, tmp_path):
