@@ -186,3 +186,24 @@ def test_heightmap_round_trip(tmp_path):
     assert np.all(png[~ok] == 0) and np.max(np.abs(back[ok] - stored[ok])) <= meta["height_scale"] / 2 + 1e-9
     assert meta["origin"] == {"west": -10800.0, "north": -113400.0, "corner": "north-west"}
     assert meta["cell_size"] == 0.5 and meta["vertical_datum"] == "JGD2011 (vertical) height"
+
+
+def test_only_sheets_touched_by_new_data_are_recomputed(demo_survey, tmp_path):
+    """A second run on the same sheets reuses every sheet's arrays (same COG bytes); a new input on one sheet makes
+    that sheet and its neighbours (within the margin) be recomputed, and no other. Synthetic: the demo's two ALS
+    sheets, plus a separate plane survey far to the west (its own four sheets)."""
+    import hashlib
+
+    f = demo_survey["files"]
+    run = tmp_path / "run"
+    s1 = terrain([f["als"]], run, "als", workers=1, quiet=True)
+    h1 = {k: hashlib.sha256(open(v, "rb").read()).hexdigest() for k, v in s1["files"].items()}
+    s2 = terrain([f["als"]], run, "als", workers=1, quiet=True)
+    assert s1["sheets_computed"] == ["08ND8797", "08ND8798"] and s2["sheets_computed"] == []
+    assert s2["sheets_reused"] == ["08ND8797", "08ND8798"]
+    assert {k: hashlib.sha256(open(v, "rb").read()).hexdigest() for k, v in s2["files"].items()} == h1
+    rng = np.random.default_rng(2)
+    plane, _ = sheet_corner_plane(tmp_path, rng)  # four sheets around 08ND7783/7784/7793/7794, far from the ALS
+    s3 = terrain([f["als"], str(plane)], run, "als", workers=1, quiet=True)
+    assert s3["sheets_computed"] == ["08ND7783", "08ND7784", "08ND7793", "08ND7794"]
+    assert s3["sheets_reused"] == ["08ND8797", "08ND8798"]

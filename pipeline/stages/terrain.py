@@ -3,6 +3,7 @@ a margin from its neighbours (so that ground filtering, hole filling and slope s
 to the sheet, then mosaicked into Cloud Optimized GeoTIFFs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -81,9 +82,22 @@ def sheet_task(item: dict) -> dict:
     os.replace(path + ".part", path)
     inside = cloud.columns["in_sheet"]
     cls = cloud.columns["classification"][inside]
-    return {"code": item["code"], "points": int(inside.sum()), "ground": int((cls == 2).sum()),
-            "low_noise": int((cls == 7).sum()), "filled_cells": int(out["dtm_filled"].sum()),
-            "cells": int(rows * cols), "ground_filter": {k: v for k, v in diag.items() if k != "params"}}
+    result = {"code": item["code"], "points": int(inside.sum()), "ground": int((cls == 2).sum()),
+              "low_noise": int((cls == 7).sum()), "filled_cells": int(out["dtm_filled"].sum()),
+              "cells": int(rows * cols), "ground_filter": {k: v for k, v in diag.items() if k != "params"}}
+    write_json(path[:-4] + ".json", {"key": item["key"], "result": result})  # after the arrays: a key means done
+    return result
+
+
+def _reusable(item: dict) -> dict | None:
+    """The stored result of a sheet whose arrays were made from the same sheet files (its own and its
+    neighbours', by hash) with the same parameters: only sheets touched by new data are recomputed."""
+    side = item["npz"][:-4] + ".json"
+    if not (os.path.exists(side) and os.path.exists(item["npz"])):
+        return None
+    with open(side) as f:
+        d = json.load(f)
+    return d["result"] if d.get("key") == item["key"] else None
 
 
 def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, keep_existing: bool = False,
@@ -100,8 +114,20 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
     items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": grid_kind.bounds(c), "margin": margin,
               "terrain": p.params(), "smrf": smrf.params(), "keep_existing": keep_existing,
               "npz": os.path.join(work, f"{c}.npz")} for c in codes]
+    from ..manifest import Manifest
+
+    with Manifest(out_dir) as man:
+        shas = {s["code"]: s["output_sha256"] for s in man.sheets(source)}
+    for it in items:  # what a sheet's arrays depend on: the files within its margin, and the parameters
+        near = sorted(c for c in [it["code"]] + grid_kind.neighbours(it["code"]) if c in shas)
+        it["key"] = hashlib.sha256(json.dumps([[(c, shas[c]) for c in near], it["terrain"], it["smrf"],
+                                               it["keep_existing"], it["margin"]]).encode()).hexdigest()
+    reused = {it["code"]: _reusable(it) for it in items}
+    todo = [it for it in items if reused[it["code"]] is None]
     with session(workers, scheduler) as sess:
-        done = sess.map(sheet_task, items, desc=f"terrain {source}", quiet=quiet)
+        fresh = dict(zip([it["code"] for it in todo], sess.map(sheet_task, todo, desc=f"terrain {source}",
+                                                               quiet=quiet)))
+    done = [fresh.get(c) or reused[c] for c in codes]
     bounds = np.array([grid_kind.bounds(c) for c in codes])
     mosaic = Grid.covering((bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()),
                            resolution)
@@ -127,13 +153,15 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
                    "SHEETS": ",".join(codes)}, nodata=NODATA)
         files[k] = path
     summary = {"source": source, "sheets": done, "files": files, "resolution": resolution,
+               "sheets_computed": sorted(fresh), "sheets_reused": sorted(c for c in codes if c not in fresh),
                "grid": {"west": mosaic.west, "north": mosaic.north, "rows": mosaic.rows, "cols": mosaic.cols},
                "ground_filter": smrf.params(), "terrain": p.params(), "tile": {k: v for k, v in ts.items()
                                                                               if k != "results"},
                "quality": {"filled_share": round(float(np.nanmean(arrays["dtm_filled"])), 4),
                            "ground_share": round(sum(d["ground"] for d in done) / max(1, sum(d["points"]
                                                                                               for d in done)), 4)}}
-    # the tile record (timings, what was new in this run) stays out of the product: same data, same bytes
-    write_json(os.path.join(outdir, "terrain-summary.json"), {k: v for k, v in summary.items() if k != "tile"},
+    # what this run did (tile record, timings, sheets reused) stays out of the product: same data, same bytes
+    write_json(os.path.join(outdir, "terrain-summary.json"),
+               {k: v for k, v in summary.items() if k not in ("tile", "sheets_computed", "sheets_reused")},
                indent=2, default=str)
     return summary
