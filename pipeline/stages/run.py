@@ -32,9 +32,17 @@ def _runner(name):
     if name == "pipes":
         from .pipes import pipes
 
-        def run_pipes(paths, out_dir, source, **o):  # scans of one excavation; no sheets of their own
-            return pipes(paths, out_dir, gcp=o.get("gcp"), config_path=o.get("config_path"), date=o.get("date"),
-                         nominal=o.get("nominal"), quiet=o.get("quiet", False))
+        def run_pipes(paths, out_dir, source, **o):
+            """The scans are tiled like every source (their point clouds are published too), then read as one
+            excavation by the pipes stage."""
+            from .tile import tile
+
+            t = tile(paths, out_dir, source, gcp=o.get("gcp"), config_path=o.get("config_path"),
+                     workers=o.get("workers"), scheduler=o.get("scheduler"), quiet=o.get("quiet", False))
+            s = pipes(paths, out_dir, gcp=o.get("gcp"), config_path=o.get("config_path"), date=o.get("date"),
+                      nominal=o.get("nominal"), quiet=o.get("quiet", False))
+            s["tile"] = {k: v for k, v in t.items() if k != "results"}
+            return s
 
         return run_pipes
     raise ValueError(f"unknown stage {name!r}; known: tile, {', '.join(LAYERS)}")
