@@ -39,16 +39,17 @@ def _compact(code: int, lvl: int) -> tuple[int, int, int]:
     return x, y, z
 
 
-def octree(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, k: int):
+def octree(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, k: int, *, grid_bits: int = GRID_BITS,
+           max_depth: int = MAX_DEPTH, max_leaf: int = MAX_LEAF):
     """Assign every point a level and node. ix, iy, iz: non-negative integer coordinates relative to the cube's
     minimum corner, whose edge is 2**k units. Points are sorted once along a Morton curve; then a node at level L
     and a voxel inside it are prefixes of the Morton code, so each level is a linear pass over the points still
     unplaced: a node with at most MAX_LEAF of them keeps them all, otherwise the first point of each of its
     GRID^3 voxels stays and the rest go a level down.
     Returns (order, level, node): order sorts the points by Morton code; level and node (its Morton prefix)
-    are given in that order."""
-    if k > GRID_BITS + MAX_DEPTH:  # finer bits cannot change any node or voxel: drop them
-        drop = k - (GRID_BITS + MAX_DEPTH)
+    are given in that order. The 3D Tiles writer uses it too, with its own grid, depth and leaf size."""
+    if k > grid_bits + max_depth:  # finer bits cannot change any node or voxel: drop them
+        drop = k - (grid_bits + max_depth)
         ix, iy, iz, k = ix >> drop, iy >> drop, iz >> drop, k - drop
     code = (_spread(ix) << np.uint64(2)) | (_spread(iy) << np.uint64(1)) | _spread(iz)
     order = np.argsort(code, kind="stable")
@@ -57,15 +58,15 @@ def octree(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, k: int):
     level = np.full(n, -1, np.int8)
     node = np.zeros(n, np.uint64)
     rem = np.arange(n)
-    for lvl in range(MAX_DEPTH + 1):
+    for lvl in range(max_depth + 1):
         if rem.size == 0:
             break
         c = code[rem]
         nid = c >> np.uint64(3 * max(k - lvl, 0))
         starts = np.flatnonzero(np.r_[True, nid[1:] != nid[:-1]])
         counts = np.diff(np.r_[starts, len(nid)])
-        take = np.repeat(counts <= MAX_LEAF, counts) | (lvl == MAX_DEPTH)
-        vid = c >> np.uint64(3 * max(k - lvl - GRID_BITS, 0))
+        take = np.repeat(counts <= max_leaf, counts) | (lvl == max_depth)
+        vid = c >> np.uint64(3 * max(k - lvl - grid_bits, 0))
         take |= np.r_[True, vid[1:] != vid[:-1]]  # first point of each voxel
         level[rem[take]] = lvl
         node[rem[take]] = nid[take]

@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .copc import _compact, _spread
+from .copc import _compact
+from .copc import octree as copc_octree
 
 TP_VERTICAL = 6695  # JGD2011 (vertical) height, T.P.
 JGD2011_GEOG2D, JGD2011_GEOG3D, ECEF = 6668, 6667, 4978
@@ -162,34 +163,9 @@ def enclosing_box(corners: np.ndarray) -> dict:
 
 # --------------------------------------------------------------------------------------------------- octree
 def octree(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, k: int, p: TilingParams):
-    """Level and node of every point (see tiles.copc.octree; here grid and leaf size are parameters).
-    ix, iy, iz: non-negative integers in a cube of edge 2**k. Returns (order, level, node) with level and node
-    given in Morton order."""
-    top = p.grid_bits + p.max_depth
-    if k > top:  # finer bits cannot change any node or voxel
-        drop = k - top
-        ix, iy, iz, k = ix >> drop, iy >> drop, iz >> drop, top
-    code = (_spread(ix) << np.uint64(2)) | (_spread(iy) << np.uint64(1)) | _spread(iz)
-    order = np.argsort(code, kind="stable")
-    code = code[order]
-    n = len(code)
-    level = np.full(n, -1, np.int8)
-    node = np.zeros(n, np.uint64)
-    rem = np.arange(n)
-    for lvl in range(p.max_depth + 1):
-        if rem.size == 0:
-            break
-        c = code[rem]
-        nid = c >> np.uint64(3 * max(k - lvl, 0))
-        starts = np.flatnonzero(np.r_[True, nid[1:] != nid[:-1]])
-        counts = np.diff(np.r_[starts, len(nid)])
-        take = np.repeat(counts <= p.max_points_per_tile, counts) | (lvl == p.max_depth)
-        vid = c >> np.uint64(3 * max(k - lvl - p.grid_bits, 0))
-        take |= np.r_[True, vid[1:] != vid[:-1]]  # first point of each voxel
-        level[rem[take]] = lvl
-        node[rem[take]] = nid[take]
-        rem = rem[~take]
-    return order, level, node
+    """Level and node of every point: tiles.copc.octree with this tiling's grid, depth and tile size."""
+    return copc_octree(ix, iy, iz, k, grid_bits=p.grid_bits, max_depth=p.max_depth,
+                       max_leaf=p.max_points_per_tile)
 
 
 # ------------------------------------------------------------------------------------------------------ glb
