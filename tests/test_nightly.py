@@ -223,3 +223,27 @@ def test_a_night_on_a_dask_cluster_gives_the_same_bytes(night):
         s = nightly(dict(cfg, scheduler=addr, workers=None), quiet=True)
     assert s["status"] == "ok", s
     assert products_of(cfg["run_dir"]) == local
+
+
+def test_backfill_and_republish(night):
+    """backfill rebuilds the sheets named (and what follows from them) to the same bytes, since the inputs are the
+    same; republish runs the publishing stage alone; a sheet the run does not have is a clear error."""
+    from tasks.nightly import backfill, republish
+
+    cfg = load_config(night)
+    nightly(cfg, quiet=True)
+    before = products_of(cfg["run_dir"])
+    sheet = os.path.join(cfg["run_dir"], "mms", "08ND7783.copc.laz")
+    mtime = os.path.getmtime(sheet)
+    s = backfill(cfg, sheets=["08ND7783"], quiet=True)
+    assert s["backfill"]["sheets"] == ["mms:08ND7783"]
+    assert [(st["name"], st["status"]) for st in s["stages"]] == [("road", "done"), ("seaweed", "done"),
+                                                                  ("publish", "done")]
+    assert os.path.getmtime(sheet) > mtime  # the sheet file was written again ...
+    assert products_of(cfg["run_dir"]) == before  # ... to the same bytes, and so was everything after it
+    r = republish(cfg, quiet=True)
+    assert [(st["name"], st["status"]) for st in r["stages"]] == [("road", "unchanged"), ("seaweed", "unchanged"),
+                                                                  ("publish", "done")]
+    with pytest.raises(ValueError, match="none of the sheets 09LD0101"):
+        backfill(cfg, sheets=["09LD0101"], quiet=True)
+    assert nightly(cfg, quiet=True)["status"] == "nothing new"

@@ -349,9 +349,10 @@ def write_preview(run_dir: str, products: list[Product], out: str | None = None)
     tilesets = _tilesets(run_dir, products, prefix)
     survey = products[0].survey if products else os.path.basename(run_dir)
     links = {}
-    for name, key in (("catalog.json", "catalog"), ("publish-summary.json", "publish_summary")):
-        if os.path.exists(os.path.join(run_dir, name)):
-            links[key] = prefix + name
+    # the catalog only: publish-summary.json is a run record, written after the page (linking it when it exists
+    # made the first publication's page differ from every later one)
+    if os.path.exists(os.path.join(run_dir, "catalog.json")):
+        links["catalog"] = prefix + "catalog.json"
     sheets = sum(len(p["items"]) for p in prods if p["kind"] == "pointcloud")
     data = {"survey": survey, "products": prods, "overlays": overlays, "slope": slope, "tilesets": tilesets,
             "links": links, "sheets": sheets, "license": products[0].license if products else None}
