@@ -244,19 +244,12 @@ def cmd_tiles3d(a) -> int:
     return 2 if s["failed"] else 0
 
 
-def _token_file(path: str | None) -> str | None:
-    if not path:
-        return None
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip() or None
-
-
 def cmd_publish(a) -> int:
     from .stages.publish import publish
 
     dates = dict(d.split("=", 1) for d in a.date) if a.date else None
     s = publish(a.run_dir, survey=a.survey, dates=dates, ckan=a.ckan, org=a.org, base_url=a.base_url,
-                token=_token_file(a.token_file), stac_api=a.stac_api, dry_run=a.dry_run,
+                token_file=a.token_file, stac_api=a.stac_api, dry_run=a.dry_run,
                 tiles3d=not a.no_tiles3d, products=a.product, workers=a.workers, scheduler=a.scheduler,
                 quiet=a.quiet)
     for p in s["products"]:

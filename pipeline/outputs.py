@@ -6,12 +6,17 @@ import json
 import os
 
 
-def write_json(path: str, obj, **dump_kwargs) -> str:
-    """JSON written to `path + '.part'` and renamed into place, so that no reader ever sees half a file."""
-    with open(path + ".part", "w", encoding="utf-8") as f:
-        json.dump(obj, f, **dump_kwargs)
+def write_bytes(path: str, data: bytes) -> str:
+    """Bytes written to `path + '.part'` and renamed into place, so that no reader ever sees half a file."""
+    with open(path + ".part", "wb") as f:
+        f.write(data)
     os.replace(path + ".part", path)
     return path
+
+
+def write_json(path: str, obj, **dump_kwargs) -> str:
+    """JSON (UTF-8) written aside and renamed into place, like write_bytes."""
+    return write_bytes(path, json.dumps(obj, **dump_kwargs).encode("utf-8"))
 
 
 def write_csv(path: str, rows, fields) -> str:

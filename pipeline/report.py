@@ -37,6 +37,8 @@ import os
 import sqlite3
 import urllib.parse
 
+from .outputs import write_bytes
+
 # ------------------------------------------------------------------------------------------------ constants
 SHEET_COLOURS = {"rebuilt": "#1f78b4", "unchanged": "#b8c2cc", "failed": "#e31a1c"}
 SHEET_LABELS = {"rebuilt": "rebuilt tonight 今夜更新", "unchanged": "unchanged 変更なし",
@@ -65,9 +67,7 @@ def write_report(summary: dict, run_dir: str, html_path: str) -> dict:
     figures = compute_figures(summary or {}, run_dir, report_dir)
     figures = json.loads(json.dumps(figures, default=str))  # plain data, as summary.json will hold it
     doc = render(figures, run_dir)
-    with open(html_path + ".part", "w", encoding="utf-8") as f:
-        f.write(doc)
-    os.replace(html_path + ".part", html_path)
+    write_bytes(html_path, doc.encode("utf-8"))
     return {"html": html_path, "figures": figures}
 
 
@@ -466,7 +466,7 @@ def _link_figures(run_dir, report_dir) -> dict:
         if os.path.exists(os.path.join(report_dir, name)):
             out[key] = name
     try:
-        products = discover(run_dir)
+        products = discover(run_dir, checksums=False)  # links only: no need to read every file again
     except Exception as e:  # nothing to publish yet, or an index naming a missing file: said, not fatal
         out["products_error"] = f"{type(e).__name__}: {e}"
         products = []

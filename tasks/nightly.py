@@ -334,7 +334,8 @@ def nightly(cfg: dict, *, quiet: bool = False, force: bool = False, only: list[s
     run_dir = cfg["run_dir"]
     t0 = time.time()
     with RunLock(run_dir) as lock:
-        _clear_partials(run_dir)
+        if lock.stale:  # only a run that died holding the lock leaves partial files: no walk on a normal night
+            _clear_partials(run_dir)
         inputs, waiting = scan(cfg.get("inbox") or {}, float(cfg.get("settle_seconds") or 0),
                                ignore=cfg.get("ignore") or ())
         steps = plan(cfg, inputs)

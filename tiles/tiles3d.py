@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pipeline.outputs import write_bytes, write_json
+
 from .copc import _compact
 from .copc import octree as copc_octree
 
@@ -282,14 +284,8 @@ def read_glb(data: bytes) -> tuple[dict, bytes]:
     return doc, binary
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    with open(path + ".part", "wb") as f:
-        f.write(data)
-    os.replace(path + ".part", path)
-
-
 def _write_json(path: str, doc: dict) -> None:
-    _write_bytes(path, json.dumps(doc, indent=1, ensure_ascii=False).encode())
+    write_json(path, doc, indent=1, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------------------------------- sheets
@@ -368,7 +364,7 @@ def write_sheet(path: str, out_dir: str, *, code: str, source: str, params: Tili
         glb, info = point_glb(enu[idx], None if colour is None else colour[idx], cols["intensity"][idx],
                               cols["classification"][idx], params.precision)
         name = _node_name(key) + ".glb"
-        _write_bytes(os.path.join(out_dir, name), glb)
+        write_bytes(os.path.join(out_dir, name), glb)
         written.add(name)
         nbytes += len(glb)
         quantized += info["encoding"] == "uint16"
@@ -523,7 +519,7 @@ def mesh_tileset(mesh_path: str, out_dir: str, origin, *, name: str | None = Non
     glb = mesh_glb(enu, np.asarray(mesh.triangles), np.asarray(enu_mesh.vertex_normals), colours, base_colour)
     os.makedirs(out_dir, exist_ok=True)
     name = name or os.path.splitext(os.path.basename(mesh_path))[0] + ".glb"
-    _write_bytes(os.path.join(out_dir, name), glb)
+    write_bytes(os.path.join(out_dir, name), glb)
     transform = frame_matrix(rot, origin_ecef)
     box = box_json(enu.min(0) - 0.001, enu.max(0) + 0.001)
     lon, lat = _lonlat(origin_ecef)

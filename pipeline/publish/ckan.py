@@ -74,20 +74,22 @@ class ServerError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------ token
-def read_token(token: str | None = None, env: dict | None = None) -> str | None:
-    """The API token: the argument, else $PCPIPE_CKAN_TOKEN, else the first line of the file named by
-    $PCPIPE_CKAN_TOKEN_FILE; None when none is given (read-only use, e.g. a dry run of public datasets)."""
+def read_token(token: str | None = None, env: dict | None = None, path: str | None = None) -> str | None:
+    """The API token: the argument, else the first line of the file `path` (--token-file), else
+    $PCPIPE_CKAN_TOKEN, else the first line of the file named by $PCPIPE_CKAN_TOKEN_FILE; None when none is given
+    (read-only use, e.g. a dry run of public datasets)."""
     env = os.environ if env is None else env
     if token:
         return token.strip()
-    if env.get(TOKEN_ENV):
+    if not path and env.get(TOKEN_ENV):
         return env[TOKEN_ENV].strip()
-    path = env.get(TOKEN_FILE_ENV)
+    named = "--token-file" if path else TOKEN_FILE_ENV
+    path = path or env.get(TOKEN_FILE_ENV)
     if path:
         with open(os.path.expanduser(path), encoding="utf-8") as f:
             value = f.read().strip().splitlines()
         if not value or not value[0].strip():
-            raise ValueError(f"{TOKEN_FILE_ENV} names {path}, which holds no token")
+            raise ValueError(f"{named} names {path}, which holds no token")
         return value[0].strip()
     return None
 

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 
+from ..outputs import write_bytes
 from .products import KINDS, SOURCES, Product, footprint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -91,9 +92,7 @@ def _write_bytes(path: str, data: bytes) -> None:
             if f.read() == data:
                 return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".part", "wb") as f:
-        f.write(data)
-    os.replace(path + ".part", path)
+    write_bytes(path, data)
 
 
 def _copy(src: str, dst: str) -> int:
@@ -166,23 +165,14 @@ def geojson_to_wgs84(fc: dict, nd: int = 8) -> dict:
     decimals (1e-8 degrees is about 1 mm). Properties are kept; the CRS member is dropped (RFC 7946)."""
     import numpy as np
 
-    from .products import _to_wgs84
+    from .products import _to_wgs84, positions
 
     feats = []
     for feat in fc.get("features", []):
         g = feat.get("geometry")
         if not g:
             continue
-        flat = []
-
-        def collect(c):
-            if c and isinstance(c[0], (int, float)):
-                flat.append(c[:2])
-            else:
-                for x in c:
-                    collect(x)
-
-        collect(g["coordinates"])
+        flat = positions(g["coordinates"])
         if not flat:
             continue
         a = np.asarray(flat, float)

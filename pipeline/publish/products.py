@@ -155,23 +155,26 @@ def _raster_bbox(path) -> list[float]:
     return [b.left, b.bottom, b.right, b.top]
 
 
+def positions(coords, out: list | None = None) -> list:
+    """The (x, y) of every position in GeoJSON coordinates of any nesting, in order (z dropped)."""
+    out = [] if out is None else out
+    if coords and isinstance(coords[0], (int, float)):
+        out.append(coords[:2])
+    else:
+        for c in coords:
+            positions(c, out)
+    return out
+
+
 def _geojson_bbox(path) -> list[float] | None:
     import numpy as np
 
     with open(path, encoding="utf-8") as f:
         fc = json.load(f)
     pts = []
-
-    def walk(c):
-        if c and isinstance(c[0], (int, float)):
-            pts.append(c[:2])
-        else:
-            for x in c:
-                walk(x)
-
     for feat in fc.get("features", []):
         if feat.get("geometry"):
-            walk(feat["geometry"]["coordinates"])
+            positions(feat["geometry"]["coordinates"], pts)
     if not pts:
         return None
     a = np.asarray(pts, float)
@@ -193,7 +196,7 @@ def _asset(run_dir, path, key=None, roles=None, title=None) -> Asset:
         roles = (["thumbnail", "overview"] if name.endswith(".png") else
                  ["metadata"] if name.endswith("-summary.json") or name == "index.geojson" else ["data"])
     return Asset(key=key or name.split(".")[0], href=rel, media_type=media_type(name), roles=roles,
-                 title=title or name, size=os.path.getsize(path), sha256=file_sha256(path))
+                 title=title or name, size=os.path.getsize(path))
 
 
 def _folder_assets(run_dir, folder) -> list[Asset]:
@@ -421,9 +424,12 @@ def _layer(run_dir, kind, source, survey, crs, given_dates) -> Product | None:
                    summary=_key_figures(kind, summary), assets=[], items=[item])
 
 
-def discover(run_dir: str, survey: str | None = None, dates: dict | None = None) -> list[Product]:
+def discover(run_dir: str, survey: str | None = None, dates: dict | None = None,
+             checksums: bool = True) -> list[Product]:
     """Every product of a run directory, in a stable order. survey: a short name (default: the folder's name).
-    dates: {source: "YYYY-MM-DD" or (first, last)} when the data carry no survey date of their own."""
+    dates: {source: "YYYY-MM-DD" or (first, last)} when the data carry no survey date of their own.
+    checksums: the sha256 of every file (what STAC and CKAN compare; about 1 s per GB). Without them (the run
+    report, which only links the files) every Asset.sha256 is empty."""
     run_dir = os.path.abspath(run_dir)
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"{run_dir}: no such run directory")
@@ -449,4 +455,8 @@ def discover(run_dir: str, survey: str | None = None, dates: dict | None = None)
     if not out:
         raise ValueError(f"{run_dir}: nothing to publish (no sheet index nor layer summary found); run the "
                          f"tile and layer stages first")
+    if checksums:
+        for p in out:
+            for a in p.assets + [a for it in p.items for a in it.assets]:
+                a.sha256 = file_sha256(os.path.join(run_dir, a.href))
     return out

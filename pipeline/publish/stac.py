@@ -46,6 +46,8 @@ from pystac.extensions.file import FileExtension
 from pystac.extensions.pointcloud import PointcloudExtension, Schema, SchemaType, Statistic
 from pystac.extensions.projection import ProjectionExtension
 
+from ..outputs import write_bytes
+
 log = logging.getLogger(__name__)
 
 STAC_DIR = "stac"
@@ -70,9 +72,7 @@ class AtomicStacIO(pystac.stac_io.DefaultStacIO):
     def write_text_to_href(self, href: str, txt: str) -> None:
         path = urllib.parse.urlparse(href).path if href.startswith("file:") else href
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path + ".part", "w", encoding="utf-8") as f:
-            f.write(txt)
-        os.replace(path + ".part", path)
+        write_bytes(path, txt.encode("utf-8"))
 
     def read_text_from_href(self, href: str) -> str:
         if urllib.parse.urlparse(href).scheme in ("http", "https"):

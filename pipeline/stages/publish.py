@@ -15,6 +15,7 @@ from ..outputs import write_json
 
 def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = None, ckan: str | None = None,
             org: str | None = None, base_url: str | None = None, token: str | None = None,
+            token_file: str | None = None,
             stac_api: str | None = None, dry_run: bool = False, tiles3d: bool = True, preview: bool = True,
             products: list[str] | None = None, workers: int | None = None, scheduler: str | None = None, quiet: bool = False) -> dict:
     from ..publish.ckan import read_token
@@ -22,7 +23,7 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
     from ..publish.stac import write_catalog
 
     run_dir = os.path.abspath(run_dir)
-    token = read_token(token)  # argument, else $PCPIPE_CKAN_TOKEN, else the file named by $PCPIPE_CKAN_TOKEN_FILE
+    token = read_token(token, path=token_file)  # argument, --token-file, $PCPIPE_CKAN_TOKEN, $..._TOKEN_FILE
     if (ckan or stac_api) and not base_url and not dry_run:
         raise ValueError("--base-url is needed to publish to CKAN or a STAC API: big files are linked there, not "
                          "uploaded (the catalog gets absolute URLs under it)")
