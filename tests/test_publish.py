@@ -81,3 +81,18 @@ def test_remote_targets_need_their_options(run_dir):
     assert r.returncode == 2 and "--org is needed" in r.stderr
     r = _publish(run_dir, "--product", "nope", "--no-tiles3d")
     assert r.returncode == 2 and "no such product" in r.stderr and "mms-pointcloud" in r.stderr
+
+
+def test_publishing_one_product_keeps_the_whole_local_catalog(run_dir):
+    """`--product ID` (the rerun command of a failed dataset) sends one product to the remote targets; the local
+    STAC catalog and preview still hold every product of the run."""
+    assert _publish(run_dir, "--no-tiles3d").returncode == 0
+    cat = json.load(open(os.path.join(run_dir, "catalog.json")))
+    before = sorted(link["href"] for link in cat["links"] if link["rel"] == "child")
+    r = _publish(run_dir, "--no-tiles3d", "--product", "mms-pointcloud")
+    assert r.returncode == 0, r.stderr
+    s = json.load(open(os.path.join(run_dir, "publish-summary.json")))
+    assert [p["id"] for p in s["products"]] == ["mms-pointcloud"]
+    cat = json.load(open(os.path.join(run_dir, "catalog.json")))
+    assert sorted(link["href"] for link in cat["links"] if link["rel"] == "child") == before
+    assert len(before) == 2 and os.path.exists(os.path.join(run_dir, "stac", "mbes-pointcloud", "collection.json"))

@@ -44,21 +44,24 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
         summary["timings"]["tiles3d_s"] = round(time.time() - t, 2)
     t = time.time()
     wanted = products
-    products = discover(run_dir, survey=survey, dates=dates)
+    every = discover(run_dir, survey=survey, dates=dates)
+    # --product picks what goes to the remote targets; the local catalog and page always show the whole run
+    # (written from a subset, the catalog would drop the other products' collections)
+    products = every
     if wanted:
-        unknown = set(wanted) - {p.id for p in products}
+        unknown = set(wanted) - {p.id for p in every}
         if unknown:
             raise ValueError(f"no such product in {run_dir}: {', '.join(sorted(unknown))}; it has "
-                             f"{', '.join(p.id for p in products)}")
-        products = [p for p in products if p.id in wanted]
+                             f"{', '.join(p.id for p in every)}")
+        products = [p for p in every if p.id in wanted]
     summary["products"] = [{"id": p.id, "title": p.title, "sheets": p.sheets, "items": len(p.items),
                             "files": len(p.files()), "dates_from": p.dates_from} for p in products]
-    summary["stac"] = write_catalog(run_dir, products)
+    summary["stac"] = write_catalog(run_dir, every)
     if preview:
         from ..publish.preview import VendorMissing, write_preview
 
         try:
-            summary["preview"] = write_preview(run_dir, products)
+            summary["preview"] = write_preview(run_dir, every)
         except VendorMissing as e:  # the catalog and remote targets do not need the page
             summary["preview"], summary["preview_skipped"] = None, str(e)
     summary["timings"]["local_s"] = round(time.time() - t, 2)
