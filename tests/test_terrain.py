@@ -79,6 +79,36 @@ def test_fill_holes_is_exact_on_enclosed_plane_holes():
     assert np.max(np.abs(fill_holes(holed) - plane)) < 1e-9
 
 
+@pytest.mark.parametrize("missing", [0.5, 0.97])
+def test_fill_holes_is_exact_on_large_plane_holes(missing):
+    """Over 10,000 unknowns (the iterative path of fill_holes): 400 x 400 cells of a plane, a known border and a
+    random share of the inside missing, plus a 150 x 100 block; the harmonic fill is the plane itself."""
+    gx, gy = np.meshgrid(np.arange(400.0), np.arange(400.0))
+    plane = 0.3 * gx - 0.2 * gy + 5
+    holed = plane.copy()
+    inside = np.zeros(plane.shape, bool)
+    inside[1:-1, 1:-1] = True
+    holed[inside & (np.random.default_rng(3).uniform(size=plane.shape) < missing)] = np.nan
+    holed[50:200, 100:200] = np.nan
+    assert np.max(np.abs(fill_holes(holed) - plane)) < 1e-6
+
+
+def test_fill_holes_leaves_holes_cut_off_from_every_known_cell():
+    """With `where`, a hole walled in by cells outside it has nothing to be filled from: it stays NaN, and the
+    other holes are still filled."""
+    gx, gy = np.meshgrid(np.arange(30.0), np.arange(30.0))
+    grid = 0.1 * gx + 2
+    grid[5:10, 5:10] = np.nan  # walled in by the excluded ring below
+    grid[20:23, 20:23] = np.nan  # an ordinary hole
+    where = np.ones(grid.shape, bool)
+    where[4:11, 4:11] = False
+    where[5:10, 5:10] = True
+    grid[4:11, 4:11][~where[4:11, 4:11]] = np.nan
+    out = fill_holes(grid, where)
+    assert np.isnan(out[5:10, 5:10]).all()
+    assert np.max(np.abs(out[20:23, 20:23] - (0.1 * gx[20:23, 20:23] + 2))) < 1e-9
+
+
 def test_ground_finds_the_terrain_under_trees(demo_survey, tmp_path):
     """Synthetic demo terrain: points classified 5 (trees) by construction are never ground."""
     las = laspy.read(demo_survey["files"]["als"])

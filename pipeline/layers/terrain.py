@@ -59,57 +59,60 @@ class Grid:
         return np.meshgrid(xs, ys)
 
 
-def _reduce(grid: Grid, x, y, z, how: str) -> np.ndarray:
-    r, c, ok = grid.index(x, y)
-    flat = r[ok] * grid.cols + c[ok]
-    zz = np.asarray(z, dtype=np.float64)[ok]
-    size = grid.rows * grid.cols
-    if how == "mean":
-        s = np.bincount(flat, zz, size)
-        n = np.bincount(flat, minlength=size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = s / n
-    else:
-        out = np.full(size, -np.inf)
-        np.maximum.at(out, flat, zz)
-        out[np.isinf(out)] = np.nan
+def _cells(grid: Grid, x, y):
+    """Points' positions in cells from the grid's north-west corner (u east, v south), the flat index of the
+    cell each falls in (as Grid.index) and whether that cell is on the grid."""
+    u = np.asarray(x, np.float64) - grid.west
+    u /= grid.res
+    v = grid.north - np.asarray(y, np.float64)
+    v /= grid.res
+    col, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    on = (row >= 0) & (row < grid.rows) & (col >= 0) & (col < grid.cols)
+    row *= grid.cols
+    row += col  # in place: fresh per-point arrays cost page faults
+    return u, v, row, on
+
+
+def _cell_max(grid: Grid, cell, z) -> np.ndarray:
+    out = np.full(grid.rows * grid.cols, -np.inf)
+    np.maximum.at(out, cell, z)
+    out[np.isinf(out)] = np.nan
     return out.reshape(grid.rows, grid.cols)
 
 
-def plane_fit_surface(grid: Grid, x, y, z, window: int = 3) -> np.ndarray:
+def _plane_fit(grid: Grid, u, v, cell, z, window: int = 3) -> np.ndarray:
     """Height at each cell centre from a least-squares plane through the points of the window x window cells
-    around it (NaN where fewer than 3 points). Unlike a cell mean, it is not biased by where the points happen
-    to fall inside a cell on sloping ground, and it averages the point noise over ~window^2 cells."""
+    around it (NaN where fewer than 3 points), from points on the grid with their positions and cells (_cells).
+    Unlike a cell mean, it is not biased by where the points happen to fall inside a cell on sloping ground, and
+    it averages the point noise over ~window^2 cells."""
     from scipy.ndimage import uniform_filter
 
-    u = (np.asarray(x, np.float64) - grid.west) / grid.res
-    v = (grid.north - np.asarray(y, np.float64)) / grid.res
-    r, c, ok = grid.index(x, y)
-    flat = r[ok] * grid.cols + c[ok]
-    u, v, zz = u[ok], v[ok], np.asarray(z, np.float64)[ok]
     size = grid.rows * grid.cols
-    z0 = float(np.median(zz)) if len(zz) else 0.0  # heights relative to a reference keep the sums well scaled
-    zz = zz - z0
-    terms = (np.ones_like(u), u, v, u * u, v * v, u * v, zz, u * zz, v * zz)
-    m = [uniform_filter(np.bincount(flat, t, size).reshape(grid.rows, grid.cols), size=window, mode="constant")
-         * window * window for t in terms]
-    n, su, sv, suu, svv, suv, sz, suz, svz = m
-    uc, vc = np.meshgrid(np.arange(grid.cols) + 0.5, np.arange(grid.rows) + 0.5)
+    z0 = float(np.mean(z)) if len(z) else 0.0  # heights relative to a reference keep the sums well scaled
+    z = z - z0
+    buf = np.empty_like(z)  # one buffer for the products: every fresh per-point array costs its page faults
+
+    def window_sum(a=None, b=None):  # of a * b over the window around each cell; of 1 (the count) without a
+        s = np.bincount(cell, a if b is None else np.multiply(a, b, out=buf), size).astype(np.float64)
+        return uniform_filter(s.reshape(grid.rows, grid.cols), size=window, mode="constant") * window * window
+
+    n = np.rint(window_sum())  # a count: the filter's float sum can give 2.9999999999999996 for 3
+    su, sv, sz = window_sum(u), window_sum(v), window_sum(z)
+    suu, svv, suv, suz, svz = window_sum(u, u), window_sum(v, v), window_sum(u, v), window_sum(u, z), window_sum(v, z)
+    # normal equations about the cell centre (moments with _): [[n, su, sv], [su, suu, suv], [sv, suv, svv]]
+    # (h, gu, gv) = (sz, suz, svz); only the height h is wanted: Cramer's rule, not a 3x3 solve per cell
+    uc, vc = np.arange(grid.cols) + 0.5, (np.arange(grid.rows) + 0.5)[:, None]
     su_, sv_ = su - n * uc, sv - n * vc
     suu_ = suu - 2 * uc * su + n * uc * uc
     svv_ = svv - 2 * vc * sv + n * vc * vc
     suv_ = suv - uc * sv - vc * su + n * uc * vc
     suz_, svz_ = suz - uc * sz, svz - vc * sz
-    a = np.stack([np.stack([n, su_, sv_], -1), np.stack([su_, suu_, suv_], -1), np.stack([sv_, suv_, svv_], -1)], -2)
-    b = np.stack([sz, suz_, svz_], -1)
-    det = np.linalg.det(a)
+    minor = suu_ * svv_ - suv_ * suv_
+    det = n * minor - su_ * (su_ * svv_ - suv_ * sv_) + sv_ * (su_ * suv_ - suu_ * sv_)
+    num = sz * minor - su_ * (suz_ * svv_ - suv_ * svz_) + sv_ * (suz_ * suv_ - suu_ * svz_)
     good = (n >= 3) & (np.abs(det) > 1e-6 * np.maximum(n, 1) ** 3)
-    out = np.full((grid.rows, grid.cols), np.nan)
-    if good.any():
-        out[good] = np.linalg.solve(a[good], b[good][..., None])[:, 0, 0] + z0
-    fallback = ~good & (n > 0)
-    out[fallback] = sz[fallback] / n[fallback] + z0
-    return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(good, num / det, np.where(n > 0, sz / n, np.nan)) + z0
 
 
 def gradient(dtm: np.ndarray, res: float, spacing: float) -> tuple[np.ndarray, np.ndarray]:
@@ -141,41 +144,44 @@ def hillshade(dtm: np.ndarray, res: float, spacing: float, azimuth=315.0, altitu
 
 
 def _slope_aspect(gx, gy) -> tuple[np.ndarray, np.ndarray]:
-    slope = np.degrees(np.arctan(np.hypot(gx, gy)))
+    steep = np.hypot(gx, gy)
+    slope = np.degrees(np.arctan(steep))
     aspect = np.degrees(np.arctan2(-gx, -gy)) % 360.0
-    aspect[np.hypot(gx, gy) < 1e-9] = -1.0
+    aspect[steep < 1e-9] = -1.0
     return slope, aspect
 
 
 def _hillshade(gx, gy, azimuth, altitude) -> np.ndarray:
+    """cos(zenith) cos(slope) + sin(zenith) sin(slope) cos(azimuth - aspect), with the slope's cosine and sine
+    and the aspect's (downslope, clockwise from north) taken straight from the gradient: no trigonometry per cell."""
     zen, az = np.radians(90.0 - altitude), np.radians(azimuth)
-    slope = np.arctan(np.hypot(gx, gy))
-    aspect = np.arctan2(-gx, -gy)  # clockwise from north, downslope
-    shade = np.cos(zen) * np.cos(slope) + np.sin(zen) * np.sin(slope) * np.cos(az - aspect)
+    shade = (np.cos(zen) - np.sin(zen) * (np.sin(az) * gx + np.cos(az) * gy)) / np.sqrt(1 + gx * gx + gy * gy)
     return np.clip(255 * shade, 0, 255)
 
 
 def terrain_products(x, y, z, cls, grid: Grid, p: TerrainParams = TerrainParams()) -> dict[str, np.ndarray]:
     """All products on `grid` from points with classes (2 = ground; 7 and 18 = noise, left out)."""
     cls = np.asarray(cls)
-    keep = ~np.isin(cls, (7, 18))
-    g = cls == 2
+    u, v, cell, on = _cells(grid, x, y)
+    z = np.asarray(z, np.float64)
+    keep = on & ~np.isin(cls, (7, 18))
+    g = on & (cls == 2)
     # Beyond the survey there is nothing to fill from: nodata, not extrapolation.
     from scipy.ndimage import distance_transform_edt
 
-    top = _reduce(grid, x[keep], y[keep], z[keep], "max")  # highest non-noise point per cell
+    top = _cell_max(grid, cell[keep], z[keep])  # highest non-noise point per cell
     covered = ~np.isnan(top)
     outside = distance_transform_edt(~covered) * grid.res > p.max_gap if covered.any() else ~covered
-    filled_mask = np.isnan(_reduce(grid, x[g], y[g], z[g], "mean"))  # cells with no ground point of their own
-    dtm_raw = plane_fit_surface(grid, x[g], y[g], z[g])
-    dtm_raw[filled_mask] = np.nan
-    dtm = fill_holes(dtm_raw, ~outside) if (~filled_mask).any() else dtm_raw
+    own = np.bincount(cell[g], minlength=grid.rows * grid.cols).reshape(grid.rows, grid.cols) > 0
+    dtm_raw = _plane_fit(grid, u[g], v[g], cell[g], z[g])
+    dtm_raw[~own] = np.nan  # cells with no ground point of their own: filled from around
+    dtm = fill_holes(dtm_raw, ~outside) if own.any() else dtm_raw
     dsm = np.where(covered, top, dtm)  # no return: the ground is the surface
     chm = np.clip(dsm - dtm, 0, None)
     gx, gy = gradient(dtm, grid.res, p.slope_spacing)
     slope, aspect = _slope_aspect(gx, gy)
     shade = _hillshade(gx, gy, p.hillshade_azimuth, p.hillshade_altitude)
-    out = {"dtm": dtm, "dtm_filled": filled_mask.astype(np.uint8), "dsm": dsm, "chm": chm, "slope": slope,
+    out = {"dtm": dtm, "dtm_filled": (~own).astype(np.uint8), "dsm": dsm, "chm": chm, "slope": slope,
            "aspect": aspect, "hillshade": shade}
     for k, v in out.items():
         v = v.astype(np.float64)
