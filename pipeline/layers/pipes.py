@@ -260,10 +260,11 @@ def circle_ml(p2: np.ndarray, cx: float, cy: float, r: float, sigma: float) -> t
     return float(ccx + c0[0]), float(ccy + c0[1]), float(rr), float(s)
 
 
-def refine_radius(f: dict, pts: np.ndarray, rounds: int = 2) -> dict:
+def refine_radius(f: dict, pts: np.ndarray, rounds: int = 2, max_points: int = 4000) -> dict:
     """The radius and axis position of a fitted cylinder by circle_ml on the points around it, projected across
     its axis (the direction, fitted on metres of pipe, is kept); the points taken within 4.5 sigma of the circle
-    so that the noise's tails stay (trimming them pulls the radius in)."""
+    so that the noise's tails stay (trimming them pulls the radius in). At most `max_points` of them (a fixed
+    random draw): the likelihood costs ~1 s per 1000 points, and a real iPhone scan puts 10^4-10^5 on a pipe."""
     d, u, w = _frame(f["direction"])
     p0, r, s = f["point"], f["radius"], max(f["rms"], 0.003)
     # the ends left out: a pipe ends in a wall or a bend, whose points lie across the circle
@@ -277,7 +278,10 @@ def refine_radius(f: dict, pts: np.ndarray, rounds: int = 2) -> dict:
         near = np.abs(np.hypot(*p2.T) - r) <= (5.0 if k == 0 else 4.5) * s
         if near.sum() < 0.5 * f["points"]:
             return f
-        cx, cy, r, s = circle_ml(p2[near], 0.0, 0.0, r, s)
+        use = np.flatnonzero(near)
+        if len(use) > max_points:
+            use = np.sort(np.random.default_rng(0).choice(use, max_points, replace=False))
+        cx, cy, r, s = circle_ml(p2[use], 0.0, 0.0, r, s)
         p0 = p0 + cx * u + cy * w
     t = f["t"] - (p0 - f["point"]) @ d  # the extent stays the fitted one's (p0 moved across the axis)
     return dict(f, point=p0, radius=r, sigma=s, start=p0 + t.min() * d, end=p0 + t.max() * d, t=t)
@@ -298,9 +302,12 @@ def extract_pipes(xyz: np.ndarray, cfg: dict, full: np.ndarray | None = None) ->
         if (labels == k).sum() >= pc["cluster_min_points"]:
             found += _pieces(rest[labels == k], cfg, depth=0)
     src = rest if full is None else full
-    found = [refine_radius(recollect(f, src), src) for f in merge_collinear(found, cfg)]
-    pipes = []
     lo, hi = pc["diameter_range_mm"]
+    # the refits take seconds each: a piece far outside the diameter range (leftovers of walls and floor on a
+    # dense scan, metres across) stays out whatever they would give
+    found = [refine_radius(recollect(f, src), src, max_points=pc["fit_max_points"])
+             for f in merge_collinear(found, cfg) if lo / 2 <= 2000 * f["radius"] <= 2 * hi]
+    pipes = []
     for f in found:
         dia = 2000 * f["radius"]
         length = float(np.linalg.norm(f["end"] - f["start"]))
