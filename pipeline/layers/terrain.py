@@ -48,8 +48,20 @@ class Grid:
         return from_origin(self.west, self.north, self.res, self.res)
 
     def index(self, x, y):
-        col = np.floor((np.asarray(x) - self.west) / self.res).astype(np.int64)
-        row = np.floor((self.north - np.asarray(y)) / self.res).astype(np.int64)
+        """(row, col, on the grid) of the cell each point falls in."""
+        return self.locate(*self.position(x, y))
+
+    def position(self, x, y):
+        """Points' positions in cells from the grid's north-west corner (u east, v south)."""
+        u = np.asarray(x, np.float64) - self.west
+        u /= self.res
+        v = self.north - np.asarray(y, np.float64)
+        v /= self.res
+        return u, v
+
+    def locate(self, u, v):
+        """index() from positions in cells."""
+        col, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
         ok = (row >= 0) & (row < self.rows) & (col >= 0) & (col < self.cols)
         return row, col, ok
 
@@ -60,14 +72,10 @@ class Grid:
 
 
 def _cells(grid: Grid, x, y):
-    """Points' positions in cells from the grid's north-west corner (u east, v south), the flat index of the
-    cell each falls in (as Grid.index) and whether that cell is on the grid."""
-    u = np.asarray(x, np.float64) - grid.west
-    u /= grid.res
-    v = grid.north - np.asarray(y, np.float64)
-    v /= grid.res
-    col, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-    on = (row >= 0) & (row < grid.rows) & (col >= 0) & (col < grid.cols)
+    """Points' positions in cells (Grid.position), the flat index of the cell each falls in and whether that cell
+    is on the grid."""
+    u, v = grid.position(x, y)
+    row, col, on = grid.locate(u, v)
     row *= grid.cols
     row += col  # in place: fresh per-point arrays cost page faults
     return u, v, row, on
