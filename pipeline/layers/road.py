@@ -169,7 +169,14 @@ def passes_from_bins(parts: list[dict], cfg: dict) -> list[Pass]:
     for pt, px, py, pz in split_passes(t, sums["x"] / sums["n"], sums["y"] / sums["n"], sums["z"] / sums["n"],
                                        f["pass_gap_s"]):
         if len(pt) >= 3 and np.hypot(np.ptp(px), np.ptp(py)) > 2 * f["smooth_m"]:
-            out.append(Pass.through(pt, px, py, pz, f["cell_m"], f["smooth_m"], "gps_time").extended(f["extend_m"]))
+            # the bins' mean positions wander where a merged product keeps only patches of a pass; smooth
+            # longer until the path turns no sharper than a car can
+            smooth = f["smooth_m"]
+            p = Pass.through(pt, px, py, pz, f["cell_m"], smooth, "gps_time")
+            while np.abs(p.curvature()).max() > 1.0 / f["min_radius_m"] and 2 * smooth < p.length:
+                smooth *= 2
+                p = Pass.through(pt, px, py, pz, f["cell_m"], smooth, "gps_time")
+            out.append(p.extended(f["extend_m"]))
     return out
 
 
