@@ -24,16 +24,40 @@ def _o3d(xyz):
 
 
 # ------------------------------------------------------------------------------------------- preparation
+def surface_density(xyz: np.ndarray, radius: float = 0.1, samples: int = 2000) -> tuple[float, float]:
+    """(points per m2 of surface, noise sd in m) of a scan: around a fixed draw of points, the count within
+    `radius` and the spread across the local plane (the median over the draw, so edges and pipes do not count).
+    A sphere about a point on a surface with noise sigma holds rho pi (radius^2 - 2 sigma^2) points on average."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(0)
+    tree = cKDTree(xyz)
+    q = xyz[rng.choice(len(xyz), min(samples, len(xyz)), replace=False)]
+    counts = tree.query_ball_point(q, radius, return_length=True)
+    sd = []
+    for nb in tree.query_ball_point(q[:200], radius):
+        if len(nb) >= 10:
+            sd.append(np.sqrt(max(np.linalg.eigvalsh(np.cov(xyz[nb].T))[0], 0.0)))
+    sigma = float(np.median(sd)) if sd else 0.0
+    return float(np.median(counts) / (np.pi * max(radius ** 2 - 2 * sigma ** 2, 0.5 * radius ** 2))), sigma
+
+
 def prepare(xyz: np.ndarray, cfg: dict) -> tuple[np.ndarray, dict]:
-    """Statistical outliers removed, thinned to a voxel grid; coordinates are shifted to a local origin while
-    open3d works (it computes in float64, but RANSAC and DBSCAN tolerances are easier to reason about near 0)."""
+    """A scan denser than the spacing the plane and cluster thresholds assume thinned to it by a fixed random
+    draw (which keeps the noise as it is, unlike a voxel grid), then statistical outliers removed. Coordinates are
+    shifted to a local origin while open3d works (it computes in float64, but RANSAC and DBSCAN tolerances are
+    easier to reason about near 0)."""
     p = cfg["prepare"]
     n0 = len(xyz)
+    density, sigma = surface_density(xyz)
+    keep = min(1.0, 1.0 / (p["spacing_m"] ** 2 * density))
+    if keep < 1.0:
+        xyz = xyz[np.random.default_rng(0).random(n0) < keep]
     pc = _o3d(xyz)
     pc, idx = pc.remove_statistical_outlier(p["outlier_neighbours"], p["outlier_std"])
-    pc = pc.voxel_down_sample(p["voxel_m"])
     out = np.asarray(pc.points)
-    return out, {"points_in": n0, "outliers": n0 - len(idx), "points_used": len(out)}
+    return out, {"points_in": n0, "density_per_m2": round(density), "noise_m": round(sigma, 4),
+                 "kept": round(keep, 4), "outliers": len(xyz) - len(idx), "points_used": len(out)}
 
 
 def register(scans: list[np.ndarray], cfg: dict) -> tuple[list[np.ndarray], list[dict]]:
