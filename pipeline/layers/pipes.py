@@ -238,11 +238,12 @@ def cylinder_fit(pts: np.ndarray) -> dict:
 _GL = np.polynomial.legendre.leggauss(48)
 
 
-def circle_ml(p2: np.ndarray, cx: float, cy: float, r: float, sigma: float) -> tuple[float, float, float, float]:
+def circle_ml(p2: np.ndarray, cx: float, cy: float, r: float, sigma: float,
+              start_points: int = 4000) -> tuple[float, float, float, float]:
     """Circle (cx, cy, r) and noise sigma by maximum likelihood for an arc seen with Gaussian noise: each point is a
     point drawn uniformly from an arc [m - h, m + h] of the circle plus isotropic noise N(0, sigma^2 I), its
     density the Gaussian averaged over the arc (Gauss-Legendre, 48 nodes); cx, cy, r, m, h and sigma maximise the
-    likelihood of all points (Nelder-Mead, then BFGS). This is the structural errors-in-variables model
+    likelihood of all points (BFGS with the analytic gradient). This is the structural errors-in-variables model
     (Chernov, "Circular and Linear Regression", 2010, ch. 6): unlike the geometric fit, which treats each point's
     place on the arc as a free parameter and shrinks a short arc's radius by a bias that does not fade with more
     points, it is consistent. Measured on 1600 points of a 100 mm circle's 120 deg arc, 2 cm noise (diameter
@@ -262,24 +263,39 @@ def circle_ml(p2: np.ndarray, cx: float, cy: float, r: float, sigma: float) -> t
     def unpack(v):
         return v[0], v[1], np.exp(v[2]), v[3], np.pi / (1 + np.exp(-v[4])), np.exp(v[5])
 
-    def nll(v):
+    def nll(v, q):
+        """Negative log-likelihood and its gradient in v (each point's density is a mixture over the nodes:
+        the gradient is the nodes' derivatives weighted by their share of the point's density)."""
         ccx, ccy, rr, m, h, s = unpack(v)
         phi = m + h * x
-        d2 = (q[:, 0, None] - ccx - rr * np.cos(phi)) ** 2 + (q[:, 1, None] - ccy - rr * np.sin(phi)) ** 2
+        cos, sin = np.cos(phi), np.sin(phi)
+        ex = q[:, 0, None] - ccx - rr * cos
+        ey = q[:, 1, None] - ccy - rr * sin
+        d2 = ex * ex + ey * ey
         a = -d2 / (2 * s * s)
         amax = a.max(1)
-        return -float((np.log(np.exp(a - amax[:, None]) @ wts) + amax).sum() - len(q) * np.log(2 * np.pi * s * s))
+        e = np.exp(a - amax[:, None]) * wts
+        tot = e.sum(1)
+        g = e / tot[:, None]
+        gx, gy = (g * ex).sum(0), (g * ey).sum(0)
+        b = rr / s ** 2 * (gx * sin - gy * cos)
+        grad = [-gx.sum() / s ** 2, -gy.sum() / s ** 2, -rr / s ** 2 * (gx @ cos + gy @ sin), b.sum(),
+                (b @ x) * h * (1 - h / np.pi), 2 * len(q) - (g * d2).sum() / s ** 2]
+        return -float((np.log(tot) + amax).sum()) + len(q) * np.log(2 * np.pi * s * s), np.array(grad)
 
+    # the starts compared on a fixed draw of at most start_points, the best one refined on all points (BFGS with
+    # the gradient: ~30 ms per evaluation on 3e4 points, where Nelder-Mead's thousands of evaluations took minutes)
+    sub = q if len(q) <= start_points else q[np.random.default_rng(0).choice(len(q), start_points, replace=False)]
     best = None
     for scale in (1.0, 1.5):  # a short noisy arc's first radius is small: start also from a larger circle
         rr = r * scale
         v0 = [cx - c0[0] - (rr - r) * np.cos(m0), cy - c0[1] - (rr - r) * np.sin(m0), np.log(rr), m0,
               np.log(h0 / (np.pi - h0)), np.log(max(sigma, 1e-3))]
-        res = minimize(nll, v0, method="Nelder-Mead", options=dict(maxiter=3000, maxfev=3000, xatol=1e-7,
-                                                                    fatol=1e-7))
-        res = minimize(nll, res.x, method="BFGS")
+        res = minimize(nll, v0, args=(sub,), jac=True, method="BFGS")
         if best is None or res.fun < best.fun:
             best = res
+    if len(sub) < len(q):
+        best = minimize(nll, best.x, args=(q,), jac=True, method="BFGS")
     ccx, ccy, rr, _, _, s = unpack(best.x)
     return float(ccx + c0[0]), float(ccy + c0[1]), float(rr), float(s)
 
@@ -288,7 +304,7 @@ def refine_radius(f: dict, pts: np.ndarray, rounds: int = 2, max_points: int = 4
     """The radius and axis position of a fitted cylinder by circle_ml on the points around it, projected across
     its axis (the direction, fitted on metres of pipe, is kept); the points taken within 4.5 sigma of the circle
     so that the noise's tails stay (trimming them pulls the radius in). At most `max_points` of them (a fixed
-    random draw): the likelihood costs ~1 s per 1000 points, and a real iPhone scan puts 10^4-10^5 on a pipe."""
+    random draw): the diameter's spread falls as 1 / sqrt(points), the fit's time grows with them (~2 s for 4e4)."""
     d, u, w = _frame(f["direction"])
     p0, r, s = f["point"], f["radius"], max(f["rms"], 0.003)
     # the ends left out: a pipe ends in a wall or a bend, whose points lie across the circle
