@@ -319,8 +319,9 @@ def refine_radius(f: dict, pts: np.ndarray, rounds: int = 2, max_points: int = 4
         if near.sum() < 0.5 * f["points"]:
             return f
         use = np.flatnonzero(near)
-        if len(use) > max_points:
-            use = np.sort(np.random.default_rng(0).choice(use, max_points, replace=False))
+        cap = max_points if k == rounds - 1 else min(max_points, 4000)  # the first round only recentres the band
+        if len(use) > cap:
+            use = np.sort(np.random.default_rng(0).choice(use, cap, replace=False))
         cx, cy, r, s, arc = circle_ml(p2[use], 0.0, 0.0, r, s)
         p0 = p0 + cx * u + cy * w
     t = f["t"] - (p0 - f["point"]) @ d  # the extent stays the fitted one's (p0 moved across the axis)
