@@ -124,7 +124,7 @@ def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None =
     for c, rep in zip(clouds[1:], icp):  # the unthinned scans, moved as ICP moved their thinned copies
         m = np.asarray(rep["transformation"])
         full = np.vstack([full, (c - origin) @ m[:3, :3].T + m[:3, 3]])
-    found, planes = PL.extract_pipes(xyz, cfg, full)
+    found, planes = PL.extract_pipes(xyz, cfg, full, max(i["noise_m"] for i in prep_info))
     ground = PL.ground_model(planes, xyz)
     world = [dict(f, start=f["start"] + origin, end=f["end"] + origin) for f in found]
     if ground is not None:  # z = a x + b y + c in the local frame -> in EPSG:6676
