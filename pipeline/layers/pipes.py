@@ -241,16 +241,16 @@ _GL = np.polynomial.legendre.leggauss(48)
 def circle_ml(p2: np.ndarray, cx: float, cy: float, r: float, sigma: float,
               start_points: int = 4000) -> tuple[float, float, float, float, float]:
     """Circle (cx, cy, r), noise sigma and the arc seen (2h, degrees) by maximum likelihood for an arc seen with
-    Gaussian noise: each point is a point drawn uniformly from an arc [m - h, m + h] of the circle plus isotropic
-    noise N(0, sigma^2 I), its density the Gaussian averaged over the arc (Gauss-Legendre, 48 nodes); cx, cy, r, m,
-    h and sigma maximise the likelihood of all points (BFGS with the analytic gradient). This is the structural errors-in-variables model
-    (Chernov, "Circular and Linear Regression", 2010, ch. 6): unlike the geometric fit, which treats each point's
-    place on the arc as a free parameter and shrinks a short arc's radius by a bias that does not fade with more
-    points, it is consistent. Measured on 1600 points of a 100 mm circle's 120 deg arc, 2 cm noise (diameter
-    error, mean +- sd): geometric -27 +- 1 mm (-38 in the pipeline, whose trimming adds to it), Hyper fit
-    (Al-Sharadqah & Chernov 2009, unbiased to second order only, and sigma / r = 0.4 here) -31 +- 2 mm, adjusted
-    least squares (Kasa moments corrected for sigma, sigma as the root of det = 0; Kukush, Markovsky & Van Huffel
-    2004) +6 +- 15 mm, this ML -1 +- 10 mm. Its spread, not a bias, is what remains."""
+    Gaussian noise: each point is a point drawn uniformly from an arc [m - h, m + h] of the circle plus isotropic noise
+    N(0, sigma^2 I), its density the Gaussian averaged over the arc (Gauss-Legendre, 48 nodes); cx, cy, r, m, h and
+    sigma maximise the likelihood of all points (BFGS with the analytic gradient). This is the structural
+    errors-in-variables model (Chernov, "Circular and Linear Regression", 2010, ch. 6): unlike the geometric fit, which
+    treats each point's place on the arc as a free parameter and shrinks a short arc's radius by a bias that does not
+    fade with more points, it is consistent. Measured on 1600 points of a 100 mm circle's 120 deg arc, 2 cm noise
+    (diameter error, mean +- sd): geometric -27 +- 1 mm (-38 in the pipeline, whose trimming adds to it), Hyper fit
+    (Al-Sharadqah & Chernov 2009, unbiased to second order only, and sigma / r = 0.4 here) -31 +- 2 mm, adjusted least
+    squares (Kasa moments corrected for sigma, sigma as the root of det = 0; Kukush, Markovsky & Van Huffel 2004) +6 +-
+    15 mm, this ML -1 +- 10 mm. Its spread, not a bias, is what remains."""
     from scipy.optimize import minimize
 
     c0 = p2.mean(0)
