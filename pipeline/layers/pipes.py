@@ -301,18 +301,20 @@ def circle_ml(p2: np.ndarray, cx: float, cy: float, r: float, sigma: float,
 
 
 def refine_radius(f: dict, pts: np.ndarray, rounds: int = 2, max_points: int = 4000) -> dict:
-    """The radius and axis position of a fitted cylinder by circle_ml on the points around it, projected across
-    its axis (the direction, fitted on metres of pipe, is kept); the points taken within 4.5 sigma of the circle
-    so that the noise's tails stay (trimming them pulls the radius in). At most `max_points` of them (a fixed
-    random draw): the diameter's spread falls as 1 / sqrt(points), the fit's time grows with them (~2 s for 4e4)."""
+    """The radius, axis position and extent of a fitted cylinder by circle_ml on the points around it, projected
+    across its axis (the direction, fitted on metres of pipe, is kept); the points taken within 4.5 sigma of the
+    circle so that the noise's tails stay (trimming them pulls the radius in). After the first round the extent
+    grows along the pipe (_grown) and the last round fits on all of it. At most `max_points` points (a fixed random
+    draw): the diameter's spread falls as 1 / sqrt(points), the fit's time grows with them (~2 s for 4e4)."""
     d, u, w = _frame(f["direction"])
     p0, r, s = f["point"], f["radius"], max(f["rms"], 0.003)
-    # the ends left out: a pipe ends in a wall or a bend, whose points lie across the circle
-    margin = min(0.05, 0.1 * (f["t"].max() - f["t"].min()))
-    t_lo, t_hi = f["t"].min() + margin, f["t"].max() - margin
-    t_all = (pts - p0) @ d
-    span = (t_all >= t_lo) & (t_all <= t_hi)
+    t_all = (pts - p0) @ d  # p0 moves only across the axis: positions along it stay
+    lo, hi = f["t"].min(), f["t"].max()
     for k in range(rounds):
+        # the ends left out: a pipe ends in a wall or a bend, whose points lie across the circle (a grown end
+        # reaches into the wall by the noise)
+        margin = min(0.05 + 3 * s, 0.1 * (hi - lo))
+        span = (t_all >= lo + margin) & (t_all <= hi - margin)
         q = pts[span] - p0
         p2 = np.column_stack([q @ u, q @ w])
         near = np.abs(np.hypot(*p2.T) - r) <= (5.0 if k == 0 else 4.5) * s
@@ -324,31 +326,42 @@ def refine_radius(f: dict, pts: np.ndarray, rounds: int = 2, max_points: int = 4
             use = np.sort(np.random.default_rng(0).choice(use, cap, replace=False))
         cx, cy, r, s, arc = circle_ml(p2[use], 0.0, 0.0, r, s)
         p0 = p0 + cx * u + cy * w
-    t = f["t"] - (p0 - f["point"]) @ d  # the extent: the fitted one's (p0 moved across the axis) ...
-    lo, hi = _grown(t, pts, p0, d, r, s)
+        if k == 0:
+            lo, hi = _grown(t_all, pts, p0, d, r, s, lo, hi)
     # the arc seen is the likelihood's (the histogram's bins fill with noise on a dense scan: 290-320 deg for a
     # 120 deg arc at 2 cm noise and 3 mm spacing)
-    return dict(f, point=p0, radius=r, sigma=s, arc_deg=round(arc), start=p0 + lo * d, end=p0 + hi * d, t=t)
+    return dict(f, point=p0, radius=r, sigma=s, arc_deg=round(arc), start=p0 + lo * d, end=p0 + hi * d)
 
 
-def _grown(t: np.ndarray, pts: np.ndarray, p0, d, r: float, s: float, step: float = 0.02) -> tuple[float, float]:
-    """... grown along the axis while the points on its circle (within 3 sigma) go on at half the density they
-    have inside it, 2 cm at a time: thinning a dense scan at random breaks a thin pipe's cluster short of its end
-    (0.5-1.3 m short for 100 mm at 3 mm spacing). A bend's next piece leaves the circle within a bin or two."""
-    ta = (pts - p0) @ d
-    lo, hi = t.min(), t.max()
+def _grown(ta: np.ndarray, pts: np.ndarray, p0, d, r: float, s: float, lo: float, hi: float, step: float = 0.02,
+           gap: float = 0.6) -> tuple[float, float]:
+    """The extent [lo, hi] of a pipe along its axis (positions `ta` of `pts`) grown, 2 cm at a time, while the
+    points on its circle (within 3 sigma) go on at half the density they have inside it; a gap up to `gap` is
+    crossed where they go on for 6 cm after it (a shadow across the trench). Thinning a dense scan at random breaks
+    a thin pipe's cluster short of its end or of the shadow (100 mm at 3 mm spacing: 0.5-1.3 m short; 75 mm at
+    2 cm noise: one side of the shadow only). A bend's next piece leaves the circle within a bin or two."""
     sel = (ta > lo - 5.0) & (ta < hi + 5.0)
     on = np.abs(np.linalg.norm(np.cross(pts[sel] - p0, d), axis=1) - r) <= 3 * s
-    ta = ta[sel][on]
-    inside = np.histogram(ta, bins=max(1, int((hi - lo) / step)), range=(lo, hi))[0]
-    need = 0.5 * np.median(inside)
+    at = ta[sel][on]
+    need = 0.5 * np.median(np.histogram(at, bins=max(1, int((hi - lo) / step)), range=(lo, hi))[0])
     if need <= 0:
         return lo, hi
-    while ((ta >= hi) & (ta < hi + step)).sum() >= need:
-        hi += step
-    while ((ta <= lo) & (ta > lo - step)).sum() >= need:
-        lo -= step
-    return lo, hi
+    edges = np.arange(lo - 5.0, hi + 5.0 + step, step)
+    ok = np.histogram(at, edges)[0] >= need
+    jump = int(round(gap / step))
+
+    def walk(i, inc):
+        while True:
+            nxt = next((j for j in range(i + inc, i + inc * (jump + 1), inc) if 0 <= j < len(ok) and ok[j]
+                        and (abs(j - i) == 1 or all(0 <= j + inc * m < len(ok) and ok[j + inc * m] for m in (1, 2)))),
+                       None)
+            if nxt is None:
+                return i
+            i = nxt
+
+    top = walk(int(np.searchsorted(edges, hi, "right")) - 1, 1)
+    bottom = walk(int(np.searchsorted(edges, lo, "right")) - 1, -1)
+    return min(lo, float(edges[bottom])), max(hi, float(edges[top + 1]))
 
 
 def extract_pipes(xyz: np.ndarray, cfg: dict, full: np.ndarray | None = None,
