@@ -404,7 +404,27 @@ def extract_pipes(xyz: np.ndarray, cfg: dict, full: np.ndarray | None = None,
         if f["rejected"] is None:
             f["length"] = length
             pipes.append(f)
-    return pipes, planes
+    # pieces of one pipe that the clustering kept apart grow into each other (_grown): of those that lie on one
+    # axis over most of their length, the one with the most points stays
+    keep = []
+    for f in sorted(pipes, key=lambda f: -f["points"]):
+        if not any(_one_pipe(f, g) for g in keep):
+            keep.append(f)
+    return [f for f in pipes if any(f is g for g in keep)], planes
+
+
+def _one_pipe(a: dict, b: dict) -> bool:
+    """Two fitted pipes on one axis (3 deg, b's ends within the larger radius of a's axis) that overlap along it
+    over more than half the shorter."""
+    d, db = a["end"] - a["start"], b["end"] - b["start"]
+    la, lb = np.linalg.norm(d), np.linalg.norm(db)
+    d, db = d / la, db / lb
+    if abs(d @ db) < np.cos(np.radians(3)):
+        return False
+    if max(np.linalg.norm(np.cross(q - a["start"], d)) for q in (b["start"], b["end"])) > max(a["radius"], b["radius"]):
+        return False
+    lo, hi = sorted([(b["start"] - a["start"]) @ d, (b["end"] - a["start"]) @ d])
+    return min(la, hi) - max(0.0, lo) > 0.5 * min(la, lb)
 
 
 def recollect(f: dict, pts: np.ndarray, rounds: int = 2) -> dict:
