@@ -187,6 +187,18 @@ def _frame(d):
     return d, u, np.cross(d, u)
 
 
+def _off_axis(pts, point, direction) -> np.ndarray:
+    """Distance of points from the line through `point` along the unit vector `direction`."""
+    return np.linalg.norm(np.cross(pts - point, direction), axis=-1)
+
+
+def _on_axis(a: dict, pts, direction, tol: float) -> bool:
+    """Whether a line along `direction` through `pts` runs along the axis of a: within 3 deg of it, the points
+    within `tol` of it."""
+    return abs(a["direction"] @ direction) >= np.cos(np.radians(3)) and \
+        float(np.max(_off_axis(np.asarray(pts), a["point"], a["direction"]))) <= tol
+
+
 def circle_fit(p2: np.ndarray) -> tuple[float, float, float]:
     """Algebraic (Kasa) circle through 2D points: (cx, cy, r)."""
     a = np.column_stack([2 * p2[:, 0], 2 * p2[:, 1], np.ones(len(p2))])
@@ -215,7 +227,7 @@ def cylinder_fit(pts: np.ndarray) -> dict:
 
     def resid(x):
         p0, dd = axis_of(x)
-        return np.linalg.norm(np.cross(pts - p0, dd), axis=1) - x[4]
+        return _off_axis(pts, p0, dd) - x[4]
 
     sol = least_squares(resid, [cx, cy, 0.0, 0.0, r], loss="soft_l1", f_scale=0.02)
     p0, dd = axis_of(sol.x)
@@ -341,7 +353,7 @@ def _grown(ta: np.ndarray, pts: np.ndarray, p0, d, r: float, s: float, lo: float
     a thin pipe's cluster short of its end or of the shadow (100 mm at 3 mm spacing: 0.5-1.3 m short; 75 mm at
     2 cm noise: one side of the shadow only). A bend's next piece leaves the circle within a bin or two."""
     sel = (ta > lo - 5.0) & (ta < hi + 5.0)
-    on = np.abs(np.linalg.norm(np.cross(pts[sel] - p0, d), axis=1) - r) <= 3 * s
+    on = np.abs(_off_axis(pts[sel], p0, d) - r) <= 3 * s
     at = ta[sel][on]
     need = 0.5 * np.median(np.histogram(at, bins=max(1, int((hi - lo) / step)), range=(lo, hi))[0])
     if need <= 0:
@@ -416,13 +428,11 @@ def extract_pipes(xyz: np.ndarray, cfg: dict, full: np.ndarray | None = None,
 def _one_pipe(a: dict, b: dict) -> bool:
     """Two fitted pipes on one axis (3 deg, b's ends within the larger radius of a's axis) that overlap along it
     over more than half the shorter."""
-    d, db = a["end"] - a["start"], b["end"] - b["start"]
-    la, lb = np.linalg.norm(d), np.linalg.norm(db)
-    d, db = d / la, db / lb
-    if abs(d @ db) < np.cos(np.radians(3)):
+    if not _on_axis(a, [b["start"], b["end"]], b["direction"], max(a["radius"], b["radius"])):
         return False
-    if max(np.linalg.norm(np.cross(q - a["start"], d)) for q in (b["start"], b["end"])) > max(a["radius"], b["radius"]):
-        return False
+    d = a["end"] - a["start"]
+    la, lb = np.linalg.norm(d), np.linalg.norm(b["end"] - b["start"])
+    d = d / la
     lo, hi = sorted([(b["start"] - a["start"]) @ d, (b["end"] - a["start"]) @ d])
     return min(la, hi) - max(0.0, lo) > 0.5 * min(la, lb)
 
@@ -432,7 +442,7 @@ def recollect(f: dict, pts: np.ndarray, rounds: int = 2) -> dict:
     points that noise carried furthest out, which pulls a partial arc's radius in."""
     for _ in range(rounds):
         t = (pts - f["point"]) @ f["direction"]
-        dist = np.linalg.norm(np.cross(pts - f["point"], f["direction"]), axis=1)
+        dist = _off_axis(pts, f["point"], f["direction"])
         band = max(3 * f["rms"], 0.02)
         near = (np.abs(dist - f["radius"]) <= band) & (t >= f["t"].min() - 0.02) & (t <= f["t"].max() + 0.02)
         if near.sum() < 0.8 * f["points"]:
@@ -452,10 +462,7 @@ def merge_collinear(found: list[dict], cfg: dict) -> list[dict]:
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
                 a, b = out[i], out[j]
-                if abs(a["direction"] @ b["direction"]) < np.cos(np.radians(3)):
-                    continue
-                off = np.linalg.norm(np.cross(b["point"] - a["point"], a["direction"]))
-                if off > 0.03 or abs(a["radius"] - b["radius"]) * 2 > tol:
+                if not _on_axis(a, [b["point"]], b["direction"], 0.03) or abs(a["radius"] - b["radius"]) * 2 > tol:
                     continue
                 out[i] = cylinder_fit(np.vstack([a["pts"], b["pts"]]))
                 del out[j]
