@@ -84,18 +84,19 @@ def test_pipe_seen_over_120_degrees(tmp_path):
 @pytest.mark.parametrize("noise", [0.015, 0.02])
 def test_pipe_seen_over_120_degrees_at_high_noise(tmp_path, noise):
     """The same pipe at 1.5 and 2 cm noise: found, no false pipe, axis and cover within 2 cm, and the fitted
-    diameter (not the snapped one) unbiased by the arc's maximum likelihood (circle_ml; the geometric fit was
-    -15 mm at 1.5 cm and -38 mm at 2 cm). The issue's 5 mm is NOT met here: with ~1600 points on 10 cm of arc
-    the estimate's spread over seeds is 6-8 mm (1.5 cm: +3.5 +- 6.6 mm, 2 cm: -1.0 +- 7.9 mm, 8 seeds, worst
-    13.8 mm). No estimator does much better with these points: the Cramer-Rao bound on the diameter's spread is
-    4.2 mm at 1.5 cm and 5.6 mm at 2 cm (bench/pipe_fit_bound.py; circle_ml alone reaches 0.93 and 1.37 times it),
-    so some seeds must miss 5 mm; the test holds the diameter to 15 mm."""
+    diameter (not the snapped one) within 10 mm at 1.5 cm and 20 mm at 2 cm (the geometric fit was -15 mm at 1.5 cm
+    and -38 mm at 2 cm). The issue's 5 mm is NOT met at this density: with ~1600 points on 10 cm of arc the
+    estimate's spread over seeds is 7-10 mm (1.5 cm: +3.8 +- 7.1 mm, seeds 0-7, worst 11.7; 2 cm: +4.8 +- 9.9 mm,
+    seeds 0-15, worst +23.3, and seed 14's arc came out 88 deg, under min_arc_deg, so it was not reported). The
+    fit across the true axis gives the same (2 cm, seeds 0-7: +13.9 -3.9 +21.6 +13.5 +13.7 +9.0 +16.7 -12.9 mm; this
+    stage +15.4 -7.4 +23.3 +11.3 +12.9 +5.4 +15.2 -14.1): the spread is in the points. The Cramer-Rao bound on it
+    is 6.0 mm at 1.5 cm and 9.9 mm at 2 cm noise (bench/pipe_fit_bound.py)."""
     from pipeline.stages.pipes import pipes
 
     scene = Excavation(noise=noise, pipes=[dict(y=0.7, z=-1.0, diameter=0.100, arc=120.0, slope=0.0)])
     ply, gcp = local_scan(tmp_path, scene)
     rows = pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)["pipes"]
-    check(rows, scene, dia_tol_mm=15.0)
+    check(rows, scene, dia_tol_mm=10.0 if noise < 0.02 else 20.0)
 
 
 def test_no_pipe_in_an_empty_trench(tmp_path):
@@ -137,6 +138,27 @@ def test_icp_aligns_a_second_scan():
     restored = (moved @ m[:3, :3].T + m[:3, 3])
     assert np.abs(restored - b).max() < 0.01  # every point back within 1 cm of where it was
     assert rep["fitness"] > 0.9 and rep["inlier_rmse_m"] < 0.02
+
+
+def test_circle_fit_follows_a_tilted_axis():
+    """Synthetic arc (75 mm circle, 120 deg seen, 2 cm noise, 8,000 points over 3 m of pipe) projected across an
+    axis 0.2 deg off in the vertical, as the cylinder fit's direction can be: the circle drifts 3.5 mm per metre
+    along the pipe. circle_ml given each point's position along the pipe fits the drift (3.0 mm per metre here) and
+    the diameter it gives across the true axis (within 0.1 mm); without it the diameter comes out 2.2 mm small."""
+    from pipeline.layers.pipes import circle_ml
+
+    r, s, n = 0.0375, 0.02, 8000
+    rng = np.random.default_rng(1)
+    t = rng.uniform(-1.5, 1.5, n)
+    th = np.radians(90 + rng.uniform(-60, 60, n))
+    p = np.column_stack([r * np.cos(th), r * np.sin(th)]) + rng.normal(0, s, (n, 2))
+    drift = np.tan(np.radians(0.2))
+    seen = p + np.outer(t, [0.0, drift])
+    true = 2000 * circle_ml(p, 0, 0, r, s)[2]
+    fit = circle_ml(seen, 0, 0, r, s, t=t)
+    assert 2000 * fit[2] == pytest.approx(true, abs=0.2)
+    assert fit[5][0] == pytest.approx(0.0, abs=1e-3) and fit[5][1] == pytest.approx(drift, abs=1e-3)
+    assert true - 2000 * circle_ml(seen, 0, 0, r, s)[2] > 1.5
 
 
 def test_bend_is_split_into_straight_pieces(tmp_path):
@@ -206,6 +228,21 @@ def test_dense_scan_smallest_nominal_pipe(tmp_path):
     +2.6 -1.2 -0.4 -6.9 +3.3 +2.1 mm at this spacing; at 2 mm (the real export's) seeds 0-3 give +1.9 -2.7 -4.7
     +0.1 mm."""
     scene = Excavation(spacing=DENSE, noise=0.01, pipes=[dict(y=0.7, z=-1.0, diameter=0.075, arc=120.0, slope=0.0)])
+    rows = dense_rows(tmp_path, scene)
+    check(rows, scene, dia_tol_mm=5.0)
+    assert rows[0]["nominal_mm"] == 75
+
+
+def test_export_density_smallest_pipe_at_2cm_noise(tmp_path):
+    """The hardest case the issue names: the 75 mm pipe seen over 120 deg at 2 cm noise (half its radius), on a
+    synthetic scan as dense as the real 3d Scanner App export (2 mm spacing, 1.1e7 points): found whole, no false
+    pipe, diameter within 5 mm, axis and cover within 2 cm. The fit uses all 6.8e4 points on the pipe and fits the
+    axis direction with the circle. Seeds 0-19 (stage end to end): diameter error -0.3 +- 2.3 mm, worst 3.9, axis
+    within 0.25 cm, cover within 0.15 cm (with the direction held from the cylinder fit: sd 2.6 mm, 2 of 20 over
+    5 mm; with the fit capped at 5e4 points as well: sd 2.9 mm on seeds 0-9). The Cramer-Rao bound for this many
+    points is 2.0 mm (bench/pipe_fit_bound.py), so about 1 pipe in 80 of this kind misses 5 mm whatever the
+    estimator. 40 s, 2.1 GB."""
+    scene = Excavation(spacing=0.002, noise=0.02, pipes=[dict(y=0.7, z=-1.0, diameter=0.075, arc=120.0, slope=0.0)])
     rows = dense_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=5.0)
     assert rows[0]["nominal_mm"] == 75
