@@ -197,9 +197,10 @@ def test_dense_scan_pipe_seen_over_120_degrees(tmp_path, noise):
     """The issue's target on a dense scan. Synthetic (pipeline/pipescene.py), 3 mm spacing (1.1e5 points per m2;
     a real 3d Scanner App export is denser still, ~3.1e5 per m2, ~2 mm): the 100 mm pipe seen over 120 deg at 1 and
     2 cm noise is found, no false pipe, diameter within 5 mm, axis and cover within 2 cm. Seeds 0-7 (stage end to
-    end, 14-24 s each): diameter within 1.1 mm at 1 cm, 3.2 mm at 2 cm; axis 0.3 cm, cover 1.2 cm at worst. At
-    5 mm spacing 2 cm noise missed on seed 0 (-5.8 mm; seeds 0-5 -5.8..+1.6): with the arc's positions unknown the
-    spread is twice the known-angle bound (circle_ml alone: sd 3.2 mm on 1.5e4 points, 1.8 on 6e4)."""
+    end, 14-24 s each): diameter within 1.0 mm at 1 cm (seeds 0-6), 3.8 mm at 2 cm (+1.0 +- 1.8); axis 0.3 cm,
+    cover 0.1 cm at worst. At 5 mm spacing 2 cm noise missed on seed 0 (-5.8 mm; seeds 0-5 -5.8..+1.6, measured
+    before the axis direction was fitted with the circle): the Cramer-Rao bound there is 3.1-3.4 mm (1.4-1.6e4
+    points on the pipe)."""
     scene = Excavation(spacing=DENSE, noise=noise, pipes=[dict(y=0.7, z=-1.0, diameter=0.100, arc=120.0, slope=0.0)])
     rows = dense_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=5.0)
@@ -211,7 +212,7 @@ def test_dense_scan_two_parallel_pipes(tmp_path, noise):
     """Two parallel pipes, 150 mm seen over 200 deg and 200 mm over 180 deg, on the dense synthetic scan as above
     (3 mm spacing; the real export is denser): both found, no false pipe, diameters within 5 mm, axes and cover
     within 2 cm. Seeds 0-7 (19-31 s each): diameter within 0.3 mm at 1 cm noise and 1.6 mm at 2 cm, axis 0.13 cm,
-    cover 0.1 cm at worst. With the former 1.5 cm voxel thinning a 6 mm scan at 2 cm noise gave false 515 and
+    cover 0.1 cm at worst (2 cm, seeds 0-3 with the direction fitted with the circle: within 0.3 mm). With the former 1.5 cm voxel thinning a 6 mm scan at 2 cm noise gave false 515 and
     605 mm pipes (seeds 1, 2) made of wall and floor leftovers."""
     scene = Excavation(spacing=DENSE, noise=noise, pipes=[
         dict(y=0.45, z=-1.1, diameter=0.150, arc=200.0, slope=0.004),
@@ -224,9 +225,9 @@ def test_dense_scan_two_parallel_pipes(tmp_path, noise):
 def test_dense_scan_smallest_nominal_pipe(tmp_path):
     """The smallest diameter the issue names, 75 mm, seen over 120 deg at 1 cm noise on the dense synthetic scan
     (3 mm spacing): found whole across the shadow, no false pipe, diameter within 5 mm, axis and cover within 2 cm,
-    length within 15 cm. Seeds 0-3: diameter +1.1 -1.8 +0.9 +0.5 mm. At 2 cm noise (half the radius) seeds 0-5 give
-    +2.6 -1.2 -0.4 -6.9 +3.3 +2.1 mm at this spacing; at 2 mm (the real export's) seeds 0-3 give +1.9 -2.7 -4.7
-    +0.1 mm."""
+    length within 15 cm. Seeds 0-3: diameter +1.1 -1.8 +0.9 +0.5 mm. At 2 cm noise (half the radius) seeds 0-7 give
+    +5.1 -0.9 +2.1 +2.7 +2.6 +2.2 -0.5 +0.9 mm at this spacing, where the Cramer-Rao bound is 3.1 mm (2.95e4 points
+    on the pipe); the fit across the true axis gives +5.3 on seed 0. At 2 mm (the real export's) see below."""
     scene = Excavation(spacing=DENSE, noise=0.01, pipes=[dict(y=0.7, z=-1.0, diameter=0.075, arc=120.0, slope=0.0)])
     rows = dense_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=5.0)
