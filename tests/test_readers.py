@@ -81,6 +81,20 @@ def test_scannerapp_raw_export_rebuilt(data_dir):
     mesh_zup = np.column_stack([mesh["x"], -mesh["z"], mesh["y"]])
     d, _ = cKDTree(np.column_stack([cols["x"], cols["y"], cols["z"]])).query(mesh_zup)
     assert np.median(d) < 0.01 and np.percentile(d, 75) < 0.03  # the rest: mesh over low-confidence depth
+    # and the issue's measure, the other way round: each rebuilt point's distance to the mesh's surface (its
+    # triangles, open3d's raycasting scene): median 6.1 mm, 75 % within 1.2 cm (the issue asks a median <= 3 cm)
+    import open3d as o3d
+
+    m = o3d.io.read_triangle_mesh(str(path / "export.obj"))
+    v = np.asarray(m.vertices)
+    tri = o3d.t.geometry.TriangleMesh()
+    tri.vertex.positions = o3d.core.Tensor(np.column_stack([v[:, 0], -v[:, 2], v[:, 1]]).astype(np.float32))
+    tri.triangle.indices = o3d.core.Tensor(np.asarray(m.triangles).astype(np.int32))
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(tri)
+    dist = scene.compute_distance(o3d.core.Tensor(np.column_stack([cols["x"], cols["y"], cols["z"]])
+                                                  .astype(np.float32))).numpy()
+    assert np.median(dist) < 0.01 and np.percentile(dist, 75) < 0.02
 
 
 def test_xyz_with_header_and_depth_sign(tmp_path):
