@@ -1,5 +1,6 @@
 """How close the pipe diameter fit comes to what the data allow: the spread of circle_ml's diameter over seeds on an
-arc seen with isotropic Gaussian noise, against two Cramer-Rao bounds on sd(diameter).
+arc seen with isotropic Gaussian noise, against the Cramer-Rao bound of its model on sd(diameter), and the
+"known-angle" figure earlier notes compared with.
 
 - "crlb": the bound of the problem circle_ml solves, where each point lies anywhere on an arc whose centre, half-width
   and noise are unknown too (six parameters: centre x, y, radius, arc middle and half-width, sigma). Its Fisher

@@ -160,9 +160,10 @@ def _check_whole(run_dir, moment):
 @pytest.mark.slow
 def test_killed_runs_finish_with_the_same_bytes(night, tmp_path):
     """A night killed (SIGKILL to its whole process group) at a random moment in each quarter of an uninterrupted
-    night's span (seeded), then started again: the products equal those of the uninterrupted night, and at the
-    kill no file under an output name is partial. The moments fall in tiling (inside the road stage), the road and
-    seaweed layers and publishing; each trial starts from an empty run directory at the same path."""
+    night's span (seeded; the span shrunk and the quarter tried again when a night ends before its moment), then
+    started again: the products equal those of the uninterrupted night, and at the kill no file under an output
+    name is partial. The moments fall in tiling (inside the road stage), the road and seaweed layers and
+    publishing; each trial starts from an empty run directory at the same path."""
     cfg = load_config(night)
     run_dir = cfg["run_dir"]
     cmd = [sys.executable, "-m", "pipeline", "nightly", "--config", night, "--quiet"]
@@ -175,14 +176,21 @@ def test_killed_runs_finish_with_the_same_bytes(night, tmp_path):
     rng = np.random.default_rng(20261126)
     interrupted = []
     for quarter in range(4):
-        shutil.rmtree(run_dir)
-        moment = (quarter + rng.uniform(0.05, 0.95)) / 4 * span
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(moment)
-        killed = p.poll() is None
-        if killed:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        u = rng.uniform(0.05, 0.95)
+        for _ in range(3):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            moment = (quarter + u) / 4 * span
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(moment)
+            killed = p.poll() is None
+            if killed:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            if killed:
+                break
+            # the night ran faster than when its span was timed (a CI run beside other work: the last quarter's
+            # moment fell after the end once): aim earlier
+            span *= 0.75
         interrupted.append((round(moment, 1), _last_stage(run_dir) if killed else "finished before the kill"))
         _check_whole(run_dir, moment)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -143,8 +143,9 @@ def test_icp_aligns_a_second_scan():
 def test_circle_fit_follows_a_tilted_axis():
     """Synthetic arc (75 mm circle, 120 deg seen, 2 cm noise, 8,000 points over 3 m of pipe) projected across an
     axis 0.2 deg off in the vertical, as the cylinder fit's direction can be: the circle drifts 3.5 mm per metre
-    along the pipe. circle_ml given each point's position along the pipe fits the drift (3.0 mm per metre here) and
-    the diameter it gives across the true axis (within 0.1 mm); without it the diameter comes out 2.2 mm small."""
+    along the pipe. Given each point's position along the pipe, circle_ml fits the drift (3.0 mm per metre here)
+    and gives the diameter it gives across the true axis (within 0.1 mm); without them the diameter comes out
+    2.2 mm small."""
     from pipeline.layers.pipes import circle_ml
 
     r, s, n = 0.0375, 0.02, 8000
@@ -212,8 +213,9 @@ def test_dense_scan_two_parallel_pipes(tmp_path, noise):
     """Two parallel pipes, 150 mm seen over 200 deg and 200 mm over 180 deg, on the dense synthetic scan as above
     (3 mm spacing; the real export is denser): both found, no false pipe, diameters within 5 mm, axes and cover
     within 2 cm. Seeds 0-7 (19-31 s each): diameter within 0.3 mm at 1 cm noise and 1.6 mm at 2 cm, axis 0.13 cm,
-    cover 0.1 cm at worst (2 cm, seeds 0-3 with the direction fitted with the circle: within 0.3 mm). With the former 1.5 cm voxel thinning a 6 mm scan at 2 cm noise gave false 515 and
-    605 mm pipes (seeds 1, 2) made of wall and floor leftovers."""
+    cover 0.1 cm at worst (2 cm, seeds 0-3, with the direction fitted with the circle: within 0.3 mm). With the
+    former 1.5 cm voxel thinning a 6 mm scan at 2 cm noise gave false 515 and 605 mm pipes (seeds 1, 2) made of wall
+    and floor leftovers."""
     scene = Excavation(spacing=DENSE, noise=noise, pipes=[
         dict(y=0.45, z=-1.1, diameter=0.150, arc=200.0, slope=0.004),
         dict(y=0.95, z=-1.0, diameter=0.200, arc=180.0, slope=0.0)])
@@ -241,8 +243,8 @@ def test_export_density_smallest_pipe_at_2cm_noise(tmp_path):
     axis direction with the circle. Seeds 0-19 (stage end to end): diameter error -0.3 +- 2.3 mm, worst 3.9, axis
     within 0.25 cm, cover within 0.15 cm (with the direction held from the cylinder fit: sd 2.6 mm, 2 of 20 over
     5 mm; with the fit capped at 5e4 points as well: sd 2.9 mm on seeds 0-9). The Cramer-Rao bound for this many
-    points is 2.0 mm (bench/pipe_fit_bound.py), so about 1 pipe in 80 of this kind misses 5 mm whatever the
-    estimator. 40 s, 2.1 GB."""
+    points is 2.0 mm (bench/pipe_fit_bound.py), so even at the bound about 1 pipe in 80 of this kind misses 5 mm.
+    40 s, 2.1 GB."""
     scene = Excavation(spacing=0.002, noise=0.02, pipes=[dict(y=0.7, z=-1.0, diameter=0.075, arc=120.0, slope=0.0)])
     rows = dense_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=5.0)
