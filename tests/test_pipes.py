@@ -198,7 +198,7 @@ def test_dense_scan_pipe_seen_over_120_degrees(tmp_path, noise):
     """The issue's target on a dense scan. Synthetic (pipeline/pipescene.py), 3 mm spacing (1.1e5 points per m2;
     a real 3d Scanner App export is denser still, ~3.1e5 per m2, ~2 mm): the 100 mm pipe seen over 120 deg at 1 and
     2 cm noise is found, no false pipe, diameter within 5 mm, axis and cover within 2 cm. Seeds 0-7 (stage end to
-    end, 14-24 s each): diameter within 1.0 mm at 1 cm (seeds 0-6), 3.8 mm at 2 cm (+1.0 +- 1.8); axis 0.3 cm,
+    end, 14-24 s each): diameter within 1.0 mm at 1 cm, 3.8 mm at 2 cm (+1.0 +- 1.8); axis 0.3 cm,
     cover 0.1 cm at worst. At 5 mm spacing 2 cm noise missed on seed 0 (-5.8 mm; seeds 0-5 -5.8..+1.6, measured
     before the axis direction was fitted with the circle): the Cramer-Rao bound there is 3.1-3.4 mm (1.4-1.6e4
     points on the pipe)."""
