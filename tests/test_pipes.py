@@ -38,6 +38,14 @@ def local_scan(tmp_path, scene: Excavation, name="scan", wrong=None):
     return str(tmp_path / f"{name}.ply"), str(tmp_path / f"{name}_gcp.csv")
 
 
+def ledger_rows(tmp_path, scene):
+    """The stage's ledger rows for a scene scanned in the local frame and georeferenced by its control points."""
+    from pipeline.stages.pipes import pipes
+
+    ply, gcp = local_scan(tmp_path, scene)
+    return pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)["pipes"]
+
+
 def check(rows, scene, dia_tol_mm=5.0):
     assert len(rows) == len(scene.pipes), rows
     for p in scene.pipes:
@@ -72,13 +80,10 @@ def test_two_parallel_pipes_georeferenced_by_control_points(tmp_path):
 
 def test_pipe_seen_over_120_degrees(tmp_path):
     """A 100 mm pipe of which only 120 deg of arc is seen, at 1 cm noise."""
-    from pipeline.stages.pipes import pipes
-
     scene = Excavation(noise=0.01, pipes=[dict(y=0.7, z=-1.0, diameter=0.100, arc=120.0, slope=0.0)])
-    ply, gcp = local_scan(tmp_path, scene)
-    s = pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)
-    check(s["pipes"], scene)
-    assert s["pipes"][0]["arc_deg"] <= 200
+    rows = ledger_rows(tmp_path, scene)
+    check(rows, scene)
+    assert rows[0]["arc_deg"] <= 200
 
 
 @pytest.mark.parametrize("noise", [0.015, 0.02])
@@ -91,20 +96,13 @@ def test_pipe_seen_over_120_degrees_at_high_noise(tmp_path, noise):
     fit across the true axis gives the same (2 cm, seeds 0-7: +13.9 -3.9 +21.6 +13.5 +13.7 +9.0 +16.7 -12.9 mm; this
     stage +15.4 -7.4 +23.3 +11.3 +12.9 +5.4 +15.2 -14.1): the spread is in the points. The Cramer-Rao bound on it
     is 6.0 mm at 1.5 cm and 9.9 mm at 2 cm noise (bench/pipe_fit_bound.py)."""
-    from pipeline.stages.pipes import pipes
-
     scene = Excavation(noise=noise, pipes=[dict(y=0.7, z=-1.0, diameter=0.100, arc=120.0, slope=0.0)])
-    ply, gcp = local_scan(tmp_path, scene)
-    rows = pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)["pipes"]
+    rows = ledger_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=10.0 if noise < 0.02 else 20.0)
 
 
 def test_no_pipe_in_an_empty_trench(tmp_path):
-    from pipeline.stages.pipes import pipes
-
-    scene = Excavation(noise=0.015, pipes=[])
-    ply, gcp = local_scan(tmp_path, scene)
-    assert pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)["pipes"] == []
+    assert ledger_rows(tmp_path, Excavation(noise=0.015, pipes=[])) == []
 
 
 def test_wrong_control_point_refuses_the_scan(tmp_path, capsys):
@@ -165,12 +163,9 @@ def test_circle_fit_follows_a_tilted_axis():
 def test_bend_is_split_into_straight_pieces(tmp_path):
     """A 200 mm pipe that turns by 20 deg in plan 2 m along the trench (the trench is widened so that it fits):
     two straight pieces meeting at the bend, each on its true axis within 2 cm."""
-    from pipeline.stages.pipes import pipes
-
     scene = Excavation(width=2.2, noise=0.015, shadow=(0.0, 0.0),
                        pipes=[dict(y=0.5, z=-1.1, diameter=0.200, arc=200.0, slope=0.0, bend_at=2.0, bend_deg=20.0)])
-    ply, gcp = local_scan(tmp_path, scene)
-    rows = pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)["pipes"]
+    rows = ledger_rows(tmp_path, scene)
     assert len(rows) == 2, rows
     segs = scene.segments(scene.pipes[0])
     for (a, b), r in zip(segs, sorted(rows, key=lambda r: r["start_e"])):
@@ -186,12 +181,6 @@ def test_bend_is_split_into_straight_pieces(tmp_path):
 DENSE = 0.003  # m between points: 5.1e6 points on the synthetic excavation, 1.1e5 per m2
 
 
-def dense_rows(tmp_path, scene):
-    from pipeline.stages.pipes import pipes
-
-    ply, gcp = local_scan(tmp_path, scene)
-    return pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)["pipes"]
-
 
 @pytest.mark.parametrize("noise", [0.01, 0.02])
 def test_dense_scan_pipe_seen_over_120_degrees(tmp_path, noise):
@@ -203,7 +192,7 @@ def test_dense_scan_pipe_seen_over_120_degrees(tmp_path, noise):
     before the axis direction was fitted with the circle): the Cramer-Rao bound there is 3.1-3.4 mm (1.4-1.6e4
     points on the pipe)."""
     scene = Excavation(spacing=DENSE, noise=noise, pipes=[dict(y=0.7, z=-1.0, diameter=0.100, arc=120.0, slope=0.0)])
-    rows = dense_rows(tmp_path, scene)
+    rows = ledger_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=5.0)
     assert 100 <= rows[0]["arc_deg"] <= 140
 
@@ -219,7 +208,7 @@ def test_dense_scan_two_parallel_pipes(tmp_path, noise):
     scene = Excavation(spacing=DENSE, noise=noise, pipes=[
         dict(y=0.45, z=-1.1, diameter=0.150, arc=200.0, slope=0.004),
         dict(y=0.95, z=-1.0, diameter=0.200, arc=180.0, slope=0.0)])
-    rows = dense_rows(tmp_path, scene)
+    rows = ledger_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=5.0)
     assert [r["nominal_mm"] for r in rows] == [150, 200]
 
@@ -231,7 +220,7 @@ def test_dense_scan_smallest_nominal_pipe(tmp_path):
     +5.1 -0.9 +2.1 +2.7 +2.6 +2.2 -0.5 +0.9 mm at this spacing, where the Cramer-Rao bound is 3.1 mm (2.95e4 points
     on the pipe); the fit across the true axis gives +5.3 on seed 0. At 2 mm (the real export's) see below."""
     scene = Excavation(spacing=DENSE, noise=0.01, pipes=[dict(y=0.7, z=-1.0, diameter=0.075, arc=120.0, slope=0.0)])
-    rows = dense_rows(tmp_path, scene)
+    rows = ledger_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=5.0)
     assert rows[0]["nominal_mm"] == 75
 
@@ -246,6 +235,6 @@ def test_export_density_smallest_pipe_at_2cm_noise(tmp_path):
     points is 2.0 mm (bench/pipe_fit_bound.py), so even at the bound about 1 pipe in 80 of this kind misses 5 mm.
     40 s, 2.1 GB."""
     scene = Excavation(spacing=0.002, noise=0.02, pipes=[dict(y=0.7, z=-1.0, diameter=0.075, arc=120.0, slope=0.0)])
-    rows = dense_rows(tmp_path, scene)
+    rows = ledger_rows(tmp_path, scene)
     check(rows, scene, dia_tol_mm=5.0)
     assert rows[0]["nominal_mm"] == 75

@@ -280,6 +280,7 @@ def circle_ml(p2: np.ndarray, cx: float, cy: float, r: float, sigma: float, t: n
     h0 = float(np.clip(np.percentile(np.abs(np.angle(np.exp(1j * (ang - m0)))), 95), 0.2, 3.0))
 
     t = np.zeros(len(q)) if t is None else np.asarray(t, float)
+    drift = bool(t.any())
 
     def unpack(v):
         return v[0], v[1], np.exp(v[2]), v[3], np.pi / (1 + np.exp(-v[4])), np.exp(v[5])
@@ -317,8 +318,8 @@ def circle_ml(p2: np.ndarray, cx: float, cy: float, r: float, sigma: float, t: n
         res = minimize(nll, v0, args=(q[pick], t[pick], False), jac=True, method="BFGS")
         if best is None or res.fun < best.fun:
             best = res
-    if len(q) > start_points or t.any():  # the drift is fitted from the best start, on all points
-        best = minimize(nll, best.x, args=(q, t, bool(t.any())), jac=True, method="BFGS")
+    if len(q) > start_points or drift:  # the drift is fitted from the best start, on all points
+        best = minimize(nll, best.x, args=(q, t, drift), jac=True, method="BFGS")
     ccx, ccy, rr, _, h, s = unpack(best.x)
     return (float(ccx + c0[0]), float(ccy + c0[1]), float(rr), float(s), float(np.degrees(2 * h)),
             (float(best.x[6]), float(best.x[7])))
@@ -354,7 +355,8 @@ def refine_radius(f: dict, pts: np.ndarray, rounds: int = 2, max_points: int = 4
         centre = p0 + mid * d + cx * u + cy * w
         d, u, w = _frame(d + kx * u + ky * w)
         p0 = centre - mid * d
-        t_all = (pts - p0) @ d
+        if k == 0 or k < rounds - 1:  # positions in the turned frame, for the growth or the next round only
+            t_all = (pts - p0) @ d
         if k == 0:
             lo, hi = _grown(t_all, pts, p0, d, r, s, lo, hi)
     # the arc seen is the likelihood's (the histogram's bins fill with noise on a dense scan: 290-320 deg for a
