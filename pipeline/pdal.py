@@ -9,7 +9,8 @@ Equivalences, and where they are not exact:
 - tile: one filters.crop per 1/500 sheet (bounds from tiles.mapsheet) -> writers.copc per sheet. PDAL has no
   国土基本図 grid of its own; the sheets must be listed.
 - ground: filters.elm (low noise) -> filters.smrf with pcpipe's parameters. pcpipe's filter uses square windows and
-  a slope-scaled threshold like SMRF; results differ at the margins.
+  a slope-scaled threshold like SMRF, and also removes raised segments (roofs on steep ground), which filters.smrf
+  has no step for: results differ there and at the margins.
 """
 from __future__ import annotations
 
@@ -53,9 +54,8 @@ def _ground() -> list[dict]:
     from .layers.ground import SMRF
 
     p = SMRF()
-    # pcpipe's cell is decided per input (twice the mean spacing, 1..2.5 m); PDAL needs one: 1 m is its default.
     smrf = {"type": "filters.smrf", "slope": p.slope, "window": p.window, "threshold": p.threshold,
-            "scalar": p.scalar, "cell": p.cell or 1.0, "ignore": "Classification[7:7]"}
+            "scalar": p.scalar, "cell": p.cell, "ignore": "Classification[7:7]"}
     return [{"type": "filters.assign", "value": "Classification = 1"},
             {"type": "filters.elm", "cell": 10.0, "threshold": p.low_noise}, smrf]
 

@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from pyproj import CRS
 
-from pipeline.layers.ground import classify_ground, fill_holes
+from pipeline.layers.ground import SMRF, classify_ground, fill_holes
 from pipeline.layers.terrain import Grid, terrain_products
 from pipeline.stages.terrain import terrain
 
@@ -27,8 +27,9 @@ def total_error(pred, truth):
     return float((pred != truth).mean())
 
 
-# Bounds measured with the default parameters on this copy of the samples (y quantised to 0.5 m by float32).
-ISPRS_BOUND = {"samp11": 0.15, "samp52": 0.08}
+# Bounds a little above the total errors measured with the default parameters on this copy of the samples (y
+# quantised to 0.5 m by float32): 9.16 % and 3.39 %.
+ISPRS_BOUND = {"samp11": 0.095, "samp52": 0.04}
 
 
 @pytest.mark.parametrize("name", sorted(ISPRS_BOUND))
@@ -38,6 +39,49 @@ def test_isprs_ground_error(data_dir, name):
     err = total_error(ground, truth)
     assert err <= ISPRS_BOUND[name], f"{name}: total error {err:.2%}"
     assert total_error(np.ones_like(truth), truth) > err  # better than calling everything ground
+
+
+def hillside(seed, slope, roof_height, roof_pitch):
+    """Synthetic: 120 x 120 m of ground rising `slope` to the north, 1 point/m2, 5 cm noise, with a 30 x 20 m
+    building in the middle whose roof starts `roof_height` above the ground at its uphill wall and falls
+    `roof_pitch` downhill (no wall points, as in airborne data). Returns x, y, z and the truth (ground)."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0, 120, 14_400), rng.uniform(0, 120, 14_400)
+    roof = (np.abs(x - 60) < 15) & (np.abs(y - 60) < 10)
+    z = np.where(roof, slope * 70 + roof_height + roof_pitch * (y - 70), slope * y) + rng.normal(0, 0.05, x.size)
+    return x, y, z, ~roof
+
+
+@pytest.mark.parametrize("pitch", [0.2, 0.3])
+def test_roofs_on_a_hillside_are_not_ground(pitch):
+    """A roof 3 m above the uphill ground on a 0.5 slope, rising uphill at `pitch`: the opening lets much of it
+    through (the hill is as steep as the roof's edges are high), the raised segments remove it. On a 0.7 slope a
+    third of such a roof is still read as ground: there the ground's own steps between cells reach the roof's."""
+    x, y, z, truth = hillside(0, 0.5, 3.0, pitch)
+    ground = classify_ground(x, y, z)[0]
+    assert not (ground & ~truth).any(), f"{(ground & ~truth).sum()} roof points read as ground"
+    assert (~ground & truth).sum() < 0.01 * truth.sum()
+    without = classify_ground(x, y, z, SMRF(raised=1.01))[0]  # no segment is ever raised: SMRF's opening alone
+    assert (without & ~truth).sum() > 0.3 * (~truth).sum()
+
+
+def test_low_outliers_are_found_and_steep_ground_is_kept():
+    """Synthetic: a hillside (0.5 slope, 1 point/m2) with a 4 m vertical step across it, and 40 returns 5-30 m
+    below the ground, on a 15 m lattice (isolated: two low returns close together are kept, see low_outliers),
+    more than 6 m from the step (a return beside the step's top is judged against the ground below the step: a
+    step is a slope here). Every low return is class 7 and no ground point is, the foot of the step included."""
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 120, 14_400), rng.uniform(0, 120, 14_400)
+    z = 0.5 * y + np.where(x > 60, 4.0, 0.0) + rng.normal(0, 0.05, x.size)
+    lx, ly = np.meshgrid(np.r_[7.5:52:15, 67.5:120:15], np.arange(7.5, 120, 15))
+    bad = np.arange(40)  # the first 40 points, moved onto the lattice
+    x[bad], y[bad] = lx.ravel()[:40] + rng.uniform(-1, 1, 40), ly.ravel()[:40] + rng.uniform(-1, 1, 40)
+    z[bad] = 0.5 * y[bad] + np.where(x[bad] > 60, 4.0, 0.0) - rng.uniform(5, 30, 40)
+    ground, low, diag = classify_ground(x, y, z)
+    truth = np.zeros(x.size, bool)
+    truth[bad] = True
+    assert np.array_equal(low, truth), (np.flatnonzero(low & ~truth), np.flatnonzero(~low & truth))
+    assert diag["low_noise"] == 40 and not (ground & low).any()
 
 
 def analytic(name, x, y):

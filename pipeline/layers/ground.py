@@ -1,12 +1,17 @@
 """Ground classification without PDAL: a Simple Morphological Filter (SMRF, Pingel, Vincent & Mitchell 2013) in
 numpy/scipy, with low-outlier removal.
 
-1. Low outliers: points more than `low_noise` below the median of the surrounding minimum surface are noise (7).
+1. Low outliers: points more than `low_noise` below every other point within `low_window` are noise (7).
 2. Minimum surface: the lowest point of each `cell`, empty cells filled by interpolation.
 3. Progressive opening with windows of 1..`window` metres: a cell that drops by more than `slope` x window between
    successive openings lies on an object (building, tree), not on the ground.
-4. Provisional DTM: the minimum surface without object cells, filled again.
-5. A point is ground when it lies within `threshold` + `scalar` x local DTM slope of the provisional DTM.
+4. Raised segments (not in SMRF): the minimum surface cut into segments wherever neighbouring cells differ by more
+   than `jump` x cell (ground of slope s differs by up to 2 s x cell there: the lowest points sit anywhere in their
+   cells); a segment that stands above its neighbours along most of its cut edges is an object too. It catches what
+   the opening lets through on steep ground: a roof on a hillside is no steeper than the hill, but it is bounded by
+   steps up. Segments larger than the opening's window (a disk of radius `window`) are terrain.
+5. Provisional DTM: the minimum surface without object cells, filled again.
+6. A point is ground when it lies within `threshold` + `scalar` x local DTM slope of the provisional DTM.
 
 Square windows are used for the openings (separable, linear in the grid size) where SMRF uses disks.
 """
@@ -37,36 +42,40 @@ def occupied_area(x, y, cell: float) -> float:
     return cells * cell * cell
 
 
+# Residual (m) the filter's surfaces are solved to: they are compared against decimetre thresholds. ISPRS samples 11
+# and 52 classify the same points as with the exact solve, in 10 % and 22 % less time.
+FILL_TOL = 1e-4
+
+
 @dataclass(frozen=True)
 class SMRF:
-    """Defaults chosen on the ISPRS samples 11 and 52 (steep, vegetated: the hard cases) and the demo terrain:
-    a grid of 1 m, 18 m windows and a 0.15 slope (PDAL's defaults) flag steep ground as objects; 0.3 does not."""
-    cell: float | None = None  # m, minimum-surface grid; None: twice the mean point spacing, within 1..2.5 m
+    """Defaults chosen on the ISPRS samples 11 and 52 (steep, vegetated: the hard cases) and the demo terrain.
+    An 18 m window and a 0.15 slope (PDAL's defaults) flag steep ground as objects; 0.3 does not. Fine grids win
+    even on sample 52's 0.17 points/m2 (mean total error of the two: 6.58 % at 1 m, 6.28 % at 1.25 and 1.5 m,
+    6.64 % at 2 m, 7.69 % at 2.5 m); 1.5 m costs 40 % of what 1 m does. At 1.5 m, other sets of jump 0.8-1.2,
+    threshold 0.3-0.5 and scalar 1.5-2 score 6.28-6.85 %."""
+    cell: float = 1.5  # m, minimum-surface grid
     slope: float = 0.3  # rise over run that separates terrain from objects
     window: float = 18.0  # m, radius of the largest object (building) to remove
-    threshold: float = 0.5  # m, height above the provisional DTM still counted as ground
+    threshold: float = 0.3  # m, height above the provisional DTM still counted as ground
     scalar: float = 2.0  # extra tolerance per unit of DTM slope (steep ground)
-    low_noise: float = 2.0  # m below the local minimum surface: low outlier
-
-    def resolved(self, x, y) -> "SMRF":
-        """These parameters with the cell size decided for these points."""
-        if self.cell is not None:
-            return self
-        covered = occupied_area(x, y, 5.0)
-        spacing = np.sqrt(covered / max(len(x), 1))
-        return SMRF(min(2.5, max(1.0, float(np.ceil(2 * spacing * 2) / 2))), self.slope, self.window,
-                    self.threshold, self.scalar, self.low_noise)
+    low_noise: float = 2.0  # m below every other point around it: low outlier
+    low_window: float = 7.5  # m, side of the square around a point that low_noise is measured in
+    jump: float = 1.0  # rise over run between neighbouring cells that separates one surface from another
+    raised: float = 0.5  # share of a segment's cut edges on which it is the higher side that makes it an object
 
     def params(self) -> dict:
         return asdict(self)
 
 
-def fill_holes(grid: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+def fill_holes(grid: np.ndarray, where: np.ndarray | None = None, tol: float | None = None) -> np.ndarray:
     """NaN cells of a surface filled by harmonic (Laplace) interpolation from the known cells around them, the
     'springs' inpainting that SMRF was published with: smooth, no steps, exact on planes inside enclosed holes. A
     sparse system over the NaN cells only (5-point stencil), so it costs what the holes cost, not the whole grid.
     With `where`, only NaN cells inside it are filled; the others stay NaN and bound the fill like the grid's edge,
-    and holes that they cut off from every known cell stay NaN too (nothing to fill them from)."""
+    and holes that they cut off from every known cell stay NaN too (nothing to fill them from). With `tol`, every
+    system over 2,000 unknowns is solved iteratively to that residual (m), faster than exactly: for surfaces
+    compared against decimetre thresholds, not for products."""
     nan = np.isnan(grid)
     if not nan.any():
         return grid
@@ -76,7 +85,7 @@ def fill_holes(grid: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
     if not hole.any():
         return grid
     out = grid.copy()
-    out[hole] = _harmonic(grid, hole)
+    out[hole] = _harmonic(grid, hole, tol)
     return out
 
 
@@ -89,7 +98,7 @@ def _anchored(hole: np.ndarray, known: np.ndarray) -> np.ndarray:
     return keep[lab]
 
 
-def _harmonic(grid: np.ndarray, hole: np.ndarray) -> np.ndarray:
+def _harmonic(grid: np.ndarray, hole: np.ndarray, tol: float | None = None) -> np.ndarray:
     """Values of the hole cells (row-major order), each the mean of its neighbours: the 4 adjacent cells that are
     known or holes (a NaN cell that is not a hole, like the grid's edge, is a zero-flux boundary). Adjacent cells
     differ in colour on a checkerboard, so the red holes are eliminated exactly first (x_red = (sum of known
@@ -114,10 +123,12 @@ def _harmonic(grid: np.ndarray, hole: np.ndarray) -> np.ndarray:
     if len(pb):
         a = csr_matrix(_black_system(pb, w, degree[~red], inv), shape=(len(pb), len(pb)))
         b = rhs[pb] + sum(inv[pb + s] * rhs[pb + s] for s in step)
-        if len(pb) <= 10_000:  # exact, and quickest up to here; beyond, its cost (~n^1.5) overtakes the CG's
+        # exact, and quickest up to 10,000 unknowns; beyond, its cost (~n^1.5) overtakes the CG's
+        if len(pb) <= (10_000 if tol is None else 2_000):
             x[pb] = _factorise(a).solve(b)
         else:
-            x[pb] = _two_level_cg(a, b, np.unique(pb // w // 4 * w + pb % w // 4, return_inverse=True)[1])
+            x[pb] = _two_level_cg(a, b, np.unique(pb // w // 4 * w + pb % w // 4, return_inverse=True)[1],
+                                  1e-10 if tol is None else tol)
     x[pr] = (rhs[pr] + sum(x[pr + s] for s in step)) * inv[pr]
     return x[p] + ref
 
@@ -230,13 +241,55 @@ def _axis_weights(t, n):
     return i, t
 
 
-def _median5(a: np.ndarray) -> np.ndarray:
-    """ndimage.median_filter(a, size=5, mode="nearest") for a grid without NaN, by a partial sort of each cell's
-    25 values: the same values, 3x faster."""
-    from numpy.lib.stride_tricks import sliding_window_view
+def raised_segments(surface: np.ndarray, cell: float, jump: float, share: float, max_area: float) -> np.ndarray:
+    """Cells of the segments that stand above their surroundings. The grid (no NaN) is cut between 4-neighbours
+    that differ by more than `jump` x cell; the connected parts are segments. A segment is raised when it is the
+    higher side of more than `share` of its cut edges, covers at most `max_area` m2, and is not the largest."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    w = sliding_window_view(np.pad(a, 2, mode="edge"), (5, 5)).reshape(*a.shape, 25)
-    return np.partition(w, 12, axis=-1)[..., 12]
+    h, w = surface.shape
+    idx = np.arange(h * w).reshape(h, w)
+    a = np.r_[idx[:, :-1].ravel(), idx[:-1].ravel()]
+    b = np.r_[idx[:, 1:].ravel(), idx[1:].ravel()]
+    dz = surface.ravel()[a] - surface.ravel()[b]
+    link = np.abs(dz) <= jump * cell
+    graph = coo_matrix((np.ones(int(link.sum()), np.int8), (a[link], b[link])), shape=(h * w, h * w))
+    n, lab = connected_components(graph, directed=False)
+    cut = ~link
+    la, lb, a_higher = lab[a[cut]], lab[b[cut]], dz[cut] > 0
+    higher = np.bincount(la, a_higher, n) + np.bincount(lb, ~a_higher, n)
+    edges = np.bincount(la, minlength=n) + np.bincount(lb, minlength=n)
+    size = np.bincount(lab, minlength=n)
+    raised = (higher > share * edges) & (size * cell * cell <= max_area)
+    raised[size.argmax()] = False
+    return raised[lab].reshape(h, w)
+
+
+def low_outliers(x, y, z, window: float, depth: float) -> np.ndarray:
+    """Points more than `depth` below every other point in the square of side `window` around them (the 3 x 3
+    cells of a grid of window / 3 centred on theirs): isolated low returns such as multipath. Measured against
+    the points themselves, not a surface: on steep ground or under canopy any surface through the neighbourhood
+    (the median of the cell minima was tried) stands metres above some ground points, and flagged 1,240 ground
+    points of ISPRS sample 11 at 1 m cells. Limits: on a slope s a return is caught when it lies more than
+    `depth` + s x (2 window / 3) or so below the ground (the square reaches downhill); two low returns within a
+    few metres of each other are both kept (judging against the third-lowest point instead caught such pairs but
+    flagged 41 ground points of the sparse ISPRS sample 52, against 7)."""
+    c = window / 3
+    x0, y0 = np.floor(x.min() / c) * c, np.floor(y.min() / c) * c
+    shape = (int((y.max() - y0) // c) + 1, int((x.max() - x0) // c) + 1)
+    r, col = _grid_index(x, y, x0, y0, c, shape)
+    key = r * shape[1] + col
+    first = np.full(shape[0] * shape[1], np.inf)
+    np.minimum.at(first, key, z)
+    lowest = z == first[key]
+    second = np.full_like(first, np.inf)
+    np.minimum.at(second, key[~lowest], z[~lowest])
+    ring = np.ones((3, 3), bool)
+    ring[1, 1] = False
+    around = ndimage.grey_erosion(first.reshape(shape), footprint=ring, mode="constant", cval=np.inf).ravel()
+    others = np.minimum(around, second)[key]
+    return lowest & np.isfinite(others) & (z < others - depth)
 
 
 def classify_ground(x, y, z, p: SMRF = SMRF()) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -246,36 +299,44 @@ def classify_ground(x, y, z, p: SMRF = SMRF()) -> tuple[np.ndarray, np.ndarray, 
     n = len(x)
     if n == 0:
         return np.zeros(0, bool), np.zeros(0, bool), {}
-    p = p.resolved(x, y)
     x0, y0 = np.floor(x.min() / p.cell) * p.cell, np.floor(y.min() / p.cell) * p.cell
     shape = (int((y.max() - y0) // p.cell) + 1, int((x.max() - x0) // p.cell) + 1)
     zmin = min_surface(x, y, z, x0, y0, p.cell, shape)
     sample = bilinear(x, y, x0, y0, p.cell, shape)
-    # 1. low outliers against the median of the filled minimum surface around them
-    ref = _median5(fill_holes(zmin))
-    low = z < sample(ref) - p.low_noise
+    # 1. low outliers
+    low = low_outliers(x, y, z, p.low_window, p.low_noise)
     if low.any():
         zmin = min_surface(x[~low], y[~low], z[~low], x0, y0, p.cell, shape)
-    filled = fill_holes(zmin)
-    # 3. progressive opening
-    obj = np.zeros(shape, bool)
-    last = filled
-    for radius in range(1, int(np.ceil(p.window / p.cell)) + 1):
+    filled = fill_holes(zmin, tol=FILL_TOL)
+    # 3. progressive opening, on the surface extended past its edges by point reflection: a slope goes on as a
+    # slope (edge copies would make the top of every slope that meets the edge a peak to open away)
+    k = int(np.ceil(p.window / p.cell))
+    last = np.pad(filled, k, mode="reflect", reflect_type="odd")
+    obj = np.zeros(last.shape, bool)
+    for radius in range(1, k + 1):
         size = 2 * radius + 1
         opened = ndimage.grey_dilation(ndimage.grey_erosion(last, size=size, mode="nearest"), size=size,
                                        mode="nearest")
         obj |= (last - opened) > p.slope * radius * p.cell
         last = opened
-    # 4. provisional DTM
+    obj = obj[k:-k, k:-k]
+    # 4. raised segments, cut on the minimum surface with each empty cell given its nearest cell's height: a wall
+    # stays a step (the harmonic fill would ramp it down over a few empty cells, and one such ramp merges a roof
+    # with the ground around it)
+    nearest = ndimage.distance_transform_edt(np.isnan(zmin), return_distances=False, return_indices=True)
+    raised = raised_segments(zmin[tuple(nearest)], p.cell, p.jump, p.raised, np.pi * p.window ** 2)
+    obj |= raised
+    # 5. provisional DTM
     prov = zmin.copy()
     prov[obj] = np.nan
-    dtm = fill_holes(prov)
+    dtm = fill_holes(prov, tol=FILL_TOL)
     gy, gx = np.gradient(dtm, p.cell)
     grad = np.hypot(gx, gy)
-    # 5. classification
+    # 6. classification
     dz = np.abs(z - sample(dtm))
     ground = (dz <= p.threshold + p.scalar * sample(grad)) & ~low
     diag = {"cell": p.cell, "cells": int(shape[0] * shape[1]), "object_cells": int(obj.sum()),
+            "raised_cells": int(raised.sum()),
             "low_noise": int(low.sum()), "ground": int(ground.sum()), "points": n}
     return ground, low, diag
 

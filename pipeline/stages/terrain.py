@@ -3,6 +3,7 @@ a margin from its neighbours (so that ground filtering, hole filling and slope s
 to the sheet, then mosaicked into Cloud Optimized GeoTIFFs."""
 from __future__ import annotations
 
+from dataclasses import replace
 import hashlib
 import json
 import os
@@ -54,8 +55,8 @@ def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF(
     if opened.crs is not None and opened.crs.axis_info:
         unit = opened.crs.axis_info[0].unit_conversion_factor if not opened.crs.is_geographic else 1.0
     if unit != 1.0:
-        p = SMRF(cell=p.cell / unit if p.cell else None, slope=p.slope, window=p.window / unit,
-                 threshold=p.threshold / unit, scalar=p.scalar, low_noise=p.low_noise / unit)
+        p = replace(p, cell=p.cell / unit, window=p.window / unit, threshold=p.threshold / unit,
+                    low_noise=p.low_noise / unit, low_window=p.low_window / unit)
     out, diag = reclassify(cloud, p, keep_existing)
     w = LasWriter.for_cloud(dst, out, {"source_file": os.path.basename(src), "ground_filter": diag})
     w.write(out)
@@ -108,7 +109,7 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
     ts, settings, grid_kind, codes = tiled_sheets(paths, out_dir, source, workers=workers, scheduler=scheduler,
                                                   quiet=quiet, **tile_opts)
     p = TerrainParams(resolution=resolution)
-    margin = max(smrf.window + 2 * (smrf.cell or 2.0), 3 * p.slope_spacing)
+    margin = max(smrf.window + 2 * smrf.cell, 3 * p.slope_spacing)
     work = os.path.join(out_dir, "_work", "terrain", source)
     os.makedirs(work, exist_ok=True)
     items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": grid_kind.bounds(c), "margin": margin,
