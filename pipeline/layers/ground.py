@@ -191,6 +191,12 @@ def _two_level_cg(a, b, group, tol: float = 1e-10, maxiter: int = 200) -> np.nda
     return _factorise(a).solve(b)  # not converged (never seen): the exact solve
 
 
+def _grid(x, y, cell):
+    """Origin (on a multiple of the cell) and shape of the grid of `cell` that covers the points."""
+    x0, y0 = np.floor(x.min() / cell) * cell, np.floor(y.min() / cell) * cell
+    return x0, y0, (int((y.max() - y0) // cell) + 1, int((x.max() - x0) // cell) + 1)
+
+
 def _grid_index(x, y, x0, y0, cell, shape):
     col = np.clip(((x - x0) / cell).astype(np.int64), 0, shape[1] - 1)
     row = np.clip(((y - y0) / cell).astype(np.int64), 0, shape[0] - 1)
@@ -276,8 +282,7 @@ def low_outliers(x, y, z, window: float, depth: float) -> np.ndarray:
     few metres of each other are both kept (judging against the third-lowest point instead caught such pairs but
     flagged 41 ground points of the sparse ISPRS sample 52, against 7)."""
     c = window / 3
-    x0, y0 = np.floor(x.min() / c) * c, np.floor(y.min() / c) * c
-    shape = (int((y.max() - y0) // c) + 1, int((x.max() - x0) // c) + 1)
+    x0, y0, shape = _grid(x, y, c)
     r, col = _grid_index(x, y, x0, y0, c, shape)
     key = r * shape[1] + col
     first = np.full(shape[0] * shape[1], np.inf)
@@ -299,8 +304,7 @@ def classify_ground(x, y, z, p: SMRF = SMRF()) -> tuple[np.ndarray, np.ndarray, 
     n = len(x)
     if n == 0:
         return np.zeros(0, bool), np.zeros(0, bool), {}
-    x0, y0 = np.floor(x.min() / p.cell) * p.cell, np.floor(y.min() / p.cell) * p.cell
-    shape = (int((y.max() - y0) // p.cell) + 1, int((x.max() - x0) // p.cell) + 1)
+    x0, y0, shape = _grid(x, y, p.cell)
     zmin = min_surface(x, y, z, x0, y0, p.cell, shape)
     sample = bilinear(x, y, x0, y0, p.cell, shape)
     # 1. low outliers

@@ -3,10 +3,10 @@ a margin from its neighbours (so that ground filtering, hole filling and slope s
 to the sheet, then mosaicked into Cloud Optimized GeoTIFFs."""
 from __future__ import annotations
 
-from dataclasses import replace
 import hashlib
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 
