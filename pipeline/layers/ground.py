@@ -74,8 +74,8 @@ def fill_holes(grid: np.ndarray, where: np.ndarray | None = None, tol: float | N
     sparse system over the NaN cells only (5-point stencil), so it costs what the holes cost, not the whole grid.
     With `where`, only NaN cells inside it are filled; the others stay NaN and bound the fill like the grid's edge,
     and holes that they cut off from every known cell stay NaN too (nothing to fill them from). With `tol`, every
-    system over 2,000 unknowns is solved iteratively to that residual (m), faster than exactly: for surfaces
-    compared against decimetre thresholds, not for products."""
+    system over 2,000 unknowns is solved iteratively to that residual (m), faster than exactly; without, the
+    error left is ~1e-10 m."""
     nan = np.isnan(grid)
     if not nan.any():
         return grid
