@@ -151,13 +151,16 @@ def quiet():
 
 
 def tuned():
+    from tqdm import tqdm
+
     samples = {"samp11": isprs("samp11"), "samp52": isprs("samp52")}
     print(f"{'filter':<12} {'sample':<7} {'type I':>8} {'type II':>8} {'total':>8}  best of   parameters")
     for fname, (fn, grid) in TUNING.items():
         best, runs = [], [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
         for sname, (xyz, truth) in samples.items():
             with quiet():
-                err, params = min(((errors(fn(xyz, **kw), truth), kw) for kw in runs), key=lambda r: r[0][2])
+                progress = tqdm(runs, desc=f"{fname} {sname}", unit="set", leave=False, file=sys.stderr)
+                err, params = min(((errors(fn(xyz, **kw), truth), kw) for kw in progress), key=lambda r: r[0][2])
             best.append(err[2])
             print(f"{fname:<12} {sname:<7} {err[0]:8.2%} {err[1]:8.2%} {err[2]:8.2%}  {len(runs):7,}   {params}")
         print(f"{fname:<12} mean of the per-sample bests {np.mean(best):.2%}")
