@@ -124,8 +124,8 @@ def best_times(filters, xyz):
 
 # Per-sample search grids around each filter's defaults (pysmrf's window in metres). Past some of their edges, tried
 # once: pcpipe at cell 0.75, slope 0.6-0.8, scalar 3-4 or jump 0.5-2 reached no lower on either sample; pysmrf at
-# window 6 m, slope 0.15 or scaler 3-4 neither. pysmrf at 0.5 and 0.75 m cells is slow (360 runs took over 20 min on
-# sample 11 alone). 1,296 + 360 + 54 runs per sample.
+# window 6 m, slope 0.15 or scaler 3-4 neither. pysmrf at 0.5 and 0.75 m cells is slow (360 runs had not finished after
+# 45 min on sample 11 alone). 1,296 + 360 + 54 runs per sample.
 TUNING = {
     "pcpipe SMRF": (ours, dict(cell=(1.0, 1.25, 1.5, 2.0), slope=(0.2, 0.3, 0.45), window=(12.0, 18.0, 24.0),
                                threshold=(0.2, 0.3, 0.5), scalar=(1.0, 1.5, 2.0, 2.5), jump=(0.8, 1.0, 1.2))),
