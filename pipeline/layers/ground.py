@@ -306,12 +306,10 @@ def classify_ground(x, y, z, p: SMRF = SMRF()) -> tuple[np.ndarray, np.ndarray, 
     if n == 0:
         return np.zeros(0, bool), np.zeros(0, bool), {}
     x0, y0, shape = _grid(x, y, p.cell)
-    zmin = min_surface(x, y, z, x0, y0, p.cell, shape)
     sample = bilinear(x, y, x0, y0, p.cell, shape)
-    # 1. low outliers
+    # 1. low outliers, measured on the points: the minimum surface is made once, without them
     low = low_outliers(x, y, z, p.low_window, p.low_noise)
-    if low.any():
-        zmin = min_surface(x[~low], y[~low], z[~low], x0, y0, p.cell, shape)
+    zmin = min_surface(*((x[~low], y[~low], z[~low]) if low.any() else (x, y, z)), x0, y0, p.cell, shape)
     filled = fill_holes(zmin, tol=FILL_TOL)
     # 3. progressive opening, on the surface extended past its edges by point reflection: a slope goes on as a
     # slope (edge copies would make the top of every slope that meets the edge a peak to open away)
