@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from . import pavement
+from . import evidence, pavement
 
 SUMS = ("n", "z", "zz", "i", "n11")  # per cell: count, sum z, sum z^2, sum intensity, count of class 11
 
@@ -116,11 +116,12 @@ class Pass:
         return cls(*(np.asarray(d[k], float) for k in ("x", "y", "z", "time")), d["step"], d["source"])
 
 
-def split_passes(t, x, y, z, gap_s: float):
+def split_passes(t, *cols, gap_s: float):
+    """(t, *cols) sorted by t and cut into passes at pauses longer than gap_s."""
     order = np.argsort(t, kind="stable")
-    t, x, y, z = t[order], x[order], y[order], z[order]
-    cuts = np.flatnonzero(np.diff(t) > gap_s) + 1
-    return [tuple(a[i:j] for a in (t, x, y, z)) for i, j in zip(np.r_[0, cuts], np.r_[cuts, len(t)])]
+    arrs = [t[order]] + [np.asarray(c)[order] for c in cols]
+    cuts = np.flatnonzero(np.diff(arrs[0]) > gap_s) + 1
+    return [tuple(a[i:j] for a in arrs) for i, j in zip(np.r_[0, cuts], np.r_[cuts, len(arrs[0])])]
 
 
 def read_trajectory(path: str, cfg: dict) -> list[Pass]:
@@ -142,7 +143,7 @@ def read_trajectory(path: str, cfg: dict) -> list[Pass]:
     a = np.array(rows)
     f = cfg["frame"]
     return [Pass.through(*p, f["cell_m"], 0.0, "file").extended(f["extend_m"])
-            for p in split_passes(*a.T, f["pass_gap_s"]) if np.hypot(np.ptp(p[1]), np.ptp(p[2])) > 4 * f["cell_m"]]
+            for p in split_passes(*a.T, gap_s=f["pass_gap_s"]) if np.hypot(np.ptp(p[1]), np.ptp(p[2])) > 4 * f["cell_m"]]
 
 
 def time_bins(t, x, y, z, bin_s: float) -> dict:
@@ -153,10 +154,26 @@ def time_bins(t, x, y, z, bin_s: float) -> dict:
             "z": np.bincount(inv, z)}
 
 
+def _drivable(t, v, n, half_s: float) -> np.ndarray:
+    """Local-linear fit of v(t) weighted by each bin's point count x a tricube over +-half_s: a bin that holds only
+    the far reach of the scanner (the car still outside the data, a few points at the data's edge) weighs little,
+    where a moving average let it drag the path there (5-10 m radii at the ends of passes that drove straight)."""
+    out = np.empty(len(t))
+    for i, ti in enumerate(t):
+        u = (t - ti) / half_s
+        w = n * np.clip(1 - np.abs(u) ** 3, 0, None) ** 3
+        a = np.column_stack([np.ones(len(t)), t - ti]) * np.sqrt(w)[:, None]
+        coef = np.linalg.lstsq(a, v * np.sqrt(w), rcond=None)[0]
+        out[i] = coef[0]
+    return out
+
+
 def passes_from_bins(parts: list[dict], cfg: dict) -> list[Pass]:
-    """Trajectory from GPS time: the mean position of the road points of each time bin. For a scanner that sees
-    both sides of the vehicle this lies near the vehicle's track; its bias toward the wider side shifts the lane
-    offsets by the same amount (say so where lanes matter, or give --trajectory)."""
+    """Trajectory from GPS time: the mean position of the road points of each time bin, fitted by a count-weighted
+    local-linear path in time (`_drivable`, over frame.smooth_s either side, widened until the path turns no
+    sharper than a car can). For a scanner that sees both sides of the vehicle the bins' means lie near the
+    vehicle's track; their bias toward the wider side shifts the lane offsets by the same amount (say so where lanes
+    matter, or give --trajectory)."""
     f = cfg["frame"]
     parts = [p for p in parts if len(p["bin"])]
     if not parts:
@@ -166,17 +183,21 @@ def passes_from_bins(parts: list[dict], cfg: dict) -> list[Pass]:
     sums = {k: np.bincount(inv, np.concatenate([p[k] for p in parts])) for k in ("n", "x", "y", "z")}
     t = (u + 0.5) * f["time_bin_s"]
     out = []
-    for pt, px, py, pz in split_passes(t, sums["x"] / sums["n"], sums["y"] / sums["n"], sums["z"] / sums["n"],
-                                       f["pass_gap_s"]):
-        if len(pt) >= 3 and np.hypot(np.ptp(px), np.ptp(py)) > 2 * f["smooth_m"]:
-            # the bins' mean positions wander where a merged product keeps only patches of a pass; smooth
-            # longer until the path turns no sharper than a car can
-            smooth = f["smooth_m"]
-            p = Pass.through(pt, px, py, pz, f["cell_m"], smooth, "gps_time")
-            while np.abs(p.curvature()).max() > 1.0 / f["min_radius_m"] and 2 * smooth < p.length:
-                smooth *= 2
-                p = Pass.through(pt, px, py, pz, f["cell_m"], smooth, "gps_time")
-            out.append(p.extended(f["extend_m"]))
+    for pt, px, py, pz, pn in split_passes(t, sums["x"] / sums["n"], sums["y"] / sums["n"], sums["z"] / sums["n"],
+                                           sums["n"], gap_s=f["pass_gap_s"]):
+        # a pass needs bins that see the road around the car, not only the far reach of the scanner
+        if len(pt) < 3 or pn.max() < f["min_bin_points"]:
+            continue
+        half = f["smooth_s"]
+        while True:
+            xs, ys, zs = (_drivable(pt, v, pn, half) for v in (px, py, pz))
+            if np.hypot(np.ptp(xs), np.ptp(ys)) <= 4 * f["cell_m"]:
+                break
+            p = Pass.through(pt, xs, ys, zs, f["cell_m"], 0.0, "gps_time")
+            if np.abs(p.curvature()).max() <= 1.0 / f["min_radius_m"] or half > np.ptp(pt):
+                out.append(p.extended(f["extend_m"]))
+                break
+            half *= 1.5
     return out
 
 
@@ -324,72 +345,16 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- anomalies
-def _regions(devs, dev, free, seeds_ok, thr, edge, min_area, cell, bowl=True, jac=None):
-    """Anomalies on one side of the reference (devs smoothed, dev raw; positive = away from the reference):
-    regions above half the outline threshold that reach half the depth threshold inside `seeds_ok` (the road
-    away from its edges: a kerb's rim is not a bump), measured and kept when they pass the depth and area
-    thresholds. Depth: the top of a quadratic fitted around the deepest smoothed cell (bowl=True: potholes, whose
-    real shape is a bowl) or that cell itself (bumps: plateaus, where a quadratic overshoots), or the median of
-    the deepest quarter of the raw cells (small flat-bottomed holes), whichever is deeper.
-    Area: inside the outline threshold, on the deviation interpolated to a quarter cell
-    (whole 0.1 m cells are coarse for a 0.05 m2 hole), each cell weighted by `jac`, its world area over cell^2."""
+def _candidates(devs, free, seeds_ok, thr, edge):
+    """Candidate regions on one side of the reference (devs smoothed, positive = away from it): connected cells
+    above half the outline level that reach half the threshold inside `seeds_ok` (the road away from its edges).
+    Whether a candidate is an anomaly, and its depth and area, is for evidence.measure to say on the raw sums."""
     lab, nlab = ndimage.label(free & (devs >= edge / 2))
     if nlab == 0:
-        return []
+        return
     peak = ndimage.maximum(np.where(seeds_ok, devs, -np.inf), lab, np.arange(1, nlab + 1))
-    out = []
-    slices = ndimage.find_objects(lab)
     for k in np.flatnonzero(peak >= thr / 2) + 1:
-        sl = slices[k - 1]
-        sl = tuple(slice(max(0, q.start - 3), q.stop + 3) for q in sl)  # room for the outline's dilation
-        m = lab[sl] == k
-        vals = np.sort(np.nan_to_num(dev[sl][m], nan=-np.inf))[::-1]
-        top = _peak(dev, devs, sl, m, r=1 if m.sum() < 40 else 2) if bowl else float(devs[sl][m].max())
-        depth = max(top, float(np.median(vals[:max(1, len(vals) // 4)])))
-        if depth < thr:
-            continue
-        area = _contour_area(dev[sl], m, edge, cell, None if jac is None else jac[sl])
-        if area >= min_area:
-            core = m & (devs[sl] >= edge)
-            full = np.zeros(devs.shape, bool)
-            full[sl] = core if core.any() else m
-            out.append((full, depth, area))
-    return out
-
-
-def _peak(dev, devs, sl, m, r=2):  # r=1 for small regions: a 0.5 m window flattens a small bowl's bottom
-    """Deepest value of a region: a quadratic surface fitted by least squares to the raw cells within r cells of
-    the deepest smoothed cell, read at its top when it is a cap with the top inside the window, else at that cell
-    (a bowl's bottom is not flattened by smoothing, and one noisy cell does not set it)."""
-    sub = np.where(m, devs[sl], -np.inf)
-    i, j = np.unravel_index(np.argmax(sub), sub.shape)
-    i, j = i + sl[0].start, j + sl[1].start
-    r0, r1, c0, c1 = max(0, i - r), min(dev.shape[0], i + r + 1), max(0, j - r), min(dev.shape[1], j + r + 1)
-    win = dev[r0:r1, c0:c1]
-    yy, xx = np.mgrid[r0:r1, c0:c1]
-    ok = ~np.isnan(win)
-    if ok.sum() < 8:
-        return float(devs[i, j])
-    u, v, w = (xx[ok] - j).astype(float), (yy[ok] - i).astype(float), win[ok]
-    a = np.column_stack([np.ones_like(u), u, v, u * u, v * v, u * v])
-    coef = np.linalg.lstsq(a, w, rcond=None)[0]
-    c0_, cu, cv, cuu, cvv, cuv = coef
-    h = np.array([[2 * cuu, cuv], [cuv, 2 * cvv]])
-    if np.all(np.linalg.eigvalsh(h) < 0):  # a cap: its top, if it lies inside the window
-        su, sv = np.linalg.solve(h, [-cu, -cv])
-        if abs(su) <= r and abs(sv) <= r:
-            return float(c0_ + cu * su + cv * sv + cuu * su * su + cvv * sv * sv + cuv * su * sv)
-    return float(c0_)  # flat or saddle: the fitted value at the deepest smoothed cell
-
-
-def _contour_area(dev, m, level, cell, jac=None, up=4):
-    rr, cc = np.nonzero(ndimage.binary_dilation(m, iterations=2))
-    sub = np.nan_to_num(dev[rr.min():rr.max() + 1, cc.min():cc.max() + 1])
-    inside = np.pad(m, 0)[rr.min():rr.max() + 1, cc.min():cc.max() + 1]
-    fine = ndimage.zoom(sub, up, order=1, grid_mode=True, mode="nearest")
-    near = np.kron(ndimage.binary_dilation(inside), np.ones((up, up), bool))
-    w = 1.0 if jac is None else np.kron(jac[rr.min():rr.max() + 1, cc.min():cc.max() + 1], np.ones((up, up)))
-    return float((((fine >= level) & near) * w).sum() * (cell / up) ** 2)
+        yield lab == k
 
 
 def _outline(mask: np.ndarray, row0: int, p: Pass, cell: float, hw: float, zref: np.ndarray):
@@ -410,6 +375,20 @@ def _outline(mask: np.ndarray, row0: int, p: Pass, cell: float, hw: float, zref:
     ci = np.clip((c0 + ring[:, 0]).astype(int), 0, zref.shape[1] - 1)
     zz = zref[ri, ci]
     return [[round(float(a), 3), round(float(b), 3), round(float(c), 3)] for a, b, c in zip(x, y, zz)]
+
+
+def _ellipse(e, row0: int, p: Pass, cell: float, hw: float, zref: np.ndarray, k: int = 36):
+    """A fitted bowl's outline ellipse (row, col of its centre, semi-axes in cells, angle) as a world polygon with
+    Z of the reference surface."""
+    ci, cj, a, b, th = e
+    w = np.linspace(0, 2 * np.pi, k + 1)
+    u, v = a * np.cos(w), b * np.sin(w)
+    col = cj + u * np.cos(th) - v * np.sin(th)
+    row = ci + u * np.sin(th) + v * np.cos(th)
+    x, y = p.to_world((row0 + row + 0.5) * cell, (col + 0.5) * cell - hw)
+    ri = np.clip(np.round(row).astype(int), 0, zref.shape[0] - 1)
+    cc = np.clip(np.round(col).astype(int), 0, zref.shape[1] - 1)
+    return [[round(float(a_), 3), round(float(b_), 3), round(float(c_), 3)] for a_, b_, c_ in zip(x, y, zref[ri, cc])]
 
 
 def find_steps(z, road, lane_cols, cfg):
@@ -531,9 +510,10 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
     offsets = (np.arange(nt) + 0.5) * cell - hw
     # lanes: k * width centred, kept where enough of them is road
     lanes = []
+    seen = road.any(axis=1)  # stations the data reaches (a rebuilt path runs on past them)
     for k in range(-int(hw // lw), int(hw // lw) + 1):
         cols = np.flatnonzero(np.abs(offsets - k * lw) < lw / 2)
-        if len(cols) and road[:, cols].mean() >= lanes_cfg["min_coverage"]:
+        if len(cols) and seen.any() and road[seen][:, cols].mean() >= lanes_cfg["min_coverage"]:
             lanes.append((k, cols))
     anomalies = []
     # steps first: a step is not a pothole or a bump next to it
@@ -560,25 +540,38 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
     jac = np.clip(1.0 - kap[:, None] * offsets[None, :], 0.2, 3.0)
     free = road & ~step_rows[:, None]
     inner = ndimage.binary_erosion(road, iterations=3)
+    checked = {}
     for kind, sign, c in (("pothole", -1, pc), ("bump", 1, bc)):
         thr = c["depth_mm"] if kind == "pothole" else c["height_mm"]
-        for m, peak, a in _regions(sign * devs0, sign * devc, free, inner, thr, pc["edge_mm"], c["area_m2"], cell,
-                                   bowl=kind == "pothole", jac=jac):
+        for m in _candidates(sign * devs0, free, inner, thr, pc["edge_mm"]):
+            ev = evidence.measure(m, g, road, sign, cell, cfg, pc["edge_mm"], jac)
+            # the depth must pass the threshold by the local surface's scatter: on a rough or striped stretch
+            # a 15 mm dip reads 20-25 mm
+            margin = cfg["evidence"]["depth_margin_sd"] * ev.get("ring_sd_mm", 0.0)
+            if ev["reason"] is None and (ev["depth_mm"] < thr + margin or ev["area_m2"] < c["area_m2"]):
+                ev["reason"] = "size"
+            key = f"{kind}:{ev['reason'] or 'kept'}"
+            checked[key] = checked.get(key, 0) + 1
+            if ev["reason"]:
+                continue
+            peak, a = ev["depth_mm"], ev["area_m2"]
             vol = float(np.nansum(np.clip(sign * dev[m], 0, None) * jac[m]) / 1000.0 * cell * cell)
             rr, cc = np.nonzero(m)
-            sc, tc = (base + rr.mean() + 0.5) * cell, (cc.mean() + 0.5) * cell - hw
+            ci, cj = ev["ellipse"][:2] if ev.get("ellipse") else (rr.mean(), cc.mean())
+            sc, tc = (base + ci + 0.5) * cell, (cj + 0.5) * cell - hw
             lane = int(np.round(tc / lw))
             rec = {"type": kind, "pass": pass_id, "lane": lane, "station_m": round(sc, 2),
                    "depth_mm" if kind == "pothole" else "height_mm": round(peak, 1),
                    "height_mm" if kind == "pothole" else "depth_mm": None,
                    "area_m2": round(a, 4), "volume_m3": round(vol, 5), "length_m": None,
-                   "geometry": {"type": "Polygon", "coordinates": [_outline(m, base, p, cell, hw, ref)]}}
-            if kind == "pothole":
-                rec["severity"] = "high" if peak >= pc["severe_depth_mm"] or a >= pc["severe_area_m2"] else \
-                    ("medium" if peak >= (pc["depth_mm"] + pc["severe_depth_mm"]) / 2 else "low")
+                   "points": ev["points"], "z_score": ev["z_score"],
+                   "geometry": {"type": "Polygon", "coordinates": [
+                       _ellipse(ev["ellipse"], base, p, cell, hw, ref) if ev.get("ellipse") and ev["ellipse"][2] > 0
+                       else _outline(m, base, p, cell, hw, ref)]}}
+            rec["severity"] = _severity(rec, cfg)
             anomalies.append(rec)
     # cracks where the density resolves them
-    crack_on = density >= cfg["cracks"]["min_density_pts_m2"]
+    crack_on = cfg["cracks"]["enabled"] and density >= cfg["cracks"]["min_density_pts_m2"]
     cracks = crack_cells(g["i"], n, road, cfg) if crack_on else np.zeros(road.shape, bool)
     if crack_on:
         lab, nl = ndimage.label(cracks, structure=np.ones((3, 3)))
@@ -606,6 +599,7 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
     return {"anomalies": anomalies, "segments": segments, "dev": np.where(road, dev, np.nan), "road": road,
             "quality": {"road_area_m2": round(area_m2, 2), "density_pts_m2": round(density, 1),
                         "surface_noise_mm": round(noise, 2), "cracks_attempted": bool(crack_on),
+                        "candidates": dict(sorted(checked.items())),
                         "lanes": [k for k, _ in lanes]}}
 
 
@@ -630,11 +624,24 @@ def merge_passes(anomalies: list[dict], match_m: float) -> list[dict]:
 
 
 def _severity(a: dict, cfg: dict) -> str:
+    """Severity from size and confidence: a pothole is high from severe depth or area, a bump or step from twice its
+    threshold; only on strong evidence (evidence.confident_points and confident_z): on fewer points or nearer the
+    noise, one class lower. Cracks are low."""
     if a["type"] == "crack":
         return "low"
-    h = abs(a.get("height_mm") or a.get("depth_mm") or 0)
-    lim = cfg["steps"]["height_mm"] if a["type"] == "step" else cfg["bumps"]["height_mm"]
-    return "high" if h >= 2 * lim else ("medium" if h >= 1.5 * lim else "low")
+    if a["type"] == "pothole":
+        pc = cfg["potholes"]
+        d, area = a["depth_mm"], a["area_m2"]
+        level = 2 if d >= pc["severe_depth_mm"] or area >= pc["severe_area_m2"] else \
+            (1 if d >= (pc["depth_mm"] + pc["severe_depth_mm"]) / 2 else 0)
+    else:
+        h = abs(a.get("height_mm") or 0)
+        lim = cfg["steps"]["height_mm"] if a["type"] == "step" else cfg["bumps"]["height_mm"]
+        level = 2 if h >= 2 * lim else (1 if h >= 1.5 * lim else 0)
+    e = cfg["evidence"]
+    if "points" in a and (a["points"] < e["confident_points"] or a["z_score"] < e["confident_z"]):
+        level = max(0, level - 1)
+    return ("low", "medium", "high")[level]
 
 
 def wheel_profile(g, road, cols_band, cell, max_gap_m):
