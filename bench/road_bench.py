@@ -2,8 +2,8 @@
 with 5 mm noise, potholes every 100 m, through the whole `pcpipe road` stage (tile + trajectory from GPS time +
 per-sheet sums + analysis + outputs) on 2 workers. Prints the wall time, the points per second and the ratio to
 the issue's budget of 120 s; asserts nothing. First, the accuracy on the raw real Amsterdam street (cast potholes
-pressed in, every detection counted) and the intact street's own counts. The scene and the run (350 MB a km) are deleted at the end unless
-PCPIPE_BENCH_KEEP=1, which keeps them and prints where.
+pressed in, every detection counted) and the intact street's own counts. The scene and the run (350 MB a km) are
+deleted at the end unless PCPIPE_BENCH_KEEP=1, which keeps them and prints where.
 
     PCPIPE_BENCH_KM=1 python bench/road_bench.py
 """
@@ -56,8 +56,7 @@ def real_street(data: str, seeds=range(5, 11)):
     import numpy as np
 
     from pipeline.layers import road as R
-    from pipeline.points import PointCloud
-    from pipeline.roadscene import cast_depth_map, press_casts, read_amsterdam, score
+    from pipeline.roadscene import cast_depth_map, detect, press_casts, read_amsterdam, score
 
     cfg = R.load_config()
     tile = os.path.join(data, "mms", "cyclomedia_ams_road_ground_labelled_2293_9698.laz")
@@ -65,29 +64,17 @@ def real_street(data: str, seeds=range(5, 11)):
     if not (os.path.exists(tile) and os.path.exists(cast)):
         print(f"real street: {tile} or the cast not found (set PCPIPE_DATA); skipped")
         return
-
-    def detect(cols):
-        cloud = PointCloud(dict(cols))
-        passes = R.passes_from_bins([R.time_bins(cols["gps_time"], cols["x"], cols["y"], cols["z"], 0.25)], cfg)
-        found = []
-        for k, p in enumerate(passes):
-            acc = R.accumulate(p, cloud, cfg)
-            if acc is not None:
-                g = R.merge_sums([acc], acc["row0"] + acc["n"].shape[0])
-                found += R.analyse_pass(p, g, cfg, k)["anomalies"]
-        return R.merge_passes(found, cfg["epoch"]["match_m"])
-
-    cols, label = read_amsterdam(tile)
-    own = detect(cols)
+    street, label = read_amsterdam(tile)
+    own = detect(street, cfg)
     print("intact street: " + ", ".join(f"{t} {sum(a['type'] == t for a in own)}" for t in ("pothole", "bump", "step",
                                                                                           "crack")))
     shape = cast_depth_map(cast)
     tp = fp = fn = 0
     depth, area = [], []
     for seed in seeds:
-        cols, label = read_amsterdam(tile)
+        cols = {k: v.copy() for k, v in street.items()}
         truths = press_casts(cols, label, shape, seed)
-        r = score([a for a in detect(cols) if a["type"] == "pothole"], truths, R.centre)
+        r = score([a for a in detect(cols, cfg) if a["type"] == "pothole"], truths, R.centre)
         tp, fp, fn = tp + r["tp"], fp + r["fp"], fn + r["fn"]
         depth += r["depth_err"]
         area += r["area_err"]

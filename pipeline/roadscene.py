@@ -237,6 +237,24 @@ def press_casts(cols: dict, label: np.ndarray, depth_map: np.ndarray, seed: int,
     return truths
 
 
+def detect(cols: dict, cfg: dict) -> list[dict]:
+    """The road layer on raw columns as the stage runs it, without tiling: passes from GPS time, road-frame sums,
+    analysis of each pass, passes merged. All anomaly types."""
+    from .layers import road as R
+    from .points import PointCloud
+
+    cloud = PointCloud(dict(cols))
+    passes = R.passes_from_bins([R.time_bins(cols["gps_time"], cols["x"], cols["y"], cols["z"],
+                                             cfg["frame"]["time_bin_s"])], cfg)
+    found = []
+    for k, p in enumerate(passes):
+        acc = R.accumulate(p, cloud, cfg)
+        if acc is not None:
+            g = R.merge_sums([acc], acc["row0"] + acc["n"].shape[0])
+            found += R.analyse_pass(p, g, cfg, k)["anomalies"]
+    return R.merge_passes(found, cfg["epoch"]["match_m"])
+
+
 def score(found: list[dict], truths: list[dict], centre, match_m: float = 0.5) -> dict:
     """Every detection counted: a truth is found by the nearest unmatched detection within match_m; all other
     detections are false. Depth and relative area errors of the found."""

@@ -12,8 +12,9 @@ around it (a ring 0.15-0.6 m out), and is an anomaly only when
 - a bump is a surface: its points scatter within their cells about as the ring's do (loose points left above the
   road, a post's foot or litter scatter wider). Not asked of potholes, whose walls spread a cell's points.
 
-Depth (height) is the top of a quadratic fitted to the ring-levelled cell means around the deepest point of the
-region, the area is inside the outline level on the ring-levelled surface interpolated to quarter cells."""
+Depth is the deeper of a quadratic around the region's deepest cell and an elliptic bowl fitted to the whole region
+(a bump's height: the level of its plateau); area and outline are the bowl's at the outline level, or the quarter-cell
+contour where the bowl cannot be fitted. All on the ring-levelled cell means."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,18 +37,29 @@ def _plane(rr, cc, zm, w, rounds=2):
     return coef
 
 
-def measure(m: np.ndarray, g: dict, road: np.ndarray, sign: int, cell: float, cfg: dict, edge_mm: float,
+def smoothed(v: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Gaussian mean (0.7 cell) of v over the valid cells; NaN where under a third of the kernel is valid. Single-cell
+    noise drops by about 2.5."""
+    num = ndimage.gaussian_filter(np.where(valid, v, 0.0), 0.7, mode="constant", truncate=2.5)
+    den = ndimage.gaussian_filter(valid.astype(float), 0.7, mode="constant", truncate=2.5)
+    return np.where(den > 0.3, num / np.maximum(den, 1e-9), np.nan)
+
+
+def measure(box: tuple, m: np.ndarray, g: dict, road: np.ndarray, sign: int, cell: float, cfg: dict, edge_mm: float,
             jac: np.ndarray | None = None) -> dict:
-    """Evidence for the region `m` (bool, frame grid) being a dip (sign -1) or a rise (+1). Returns the figures and
-    'reason' (None when every test passes, else the first test that failed)."""
+    """Evidence for a region (`m`, bool, inside the frame grid's slices `box`) being a dip (sign -1) or a rise (+1).
+    Returns the figures and 'reason' (None when every test passes, else the first test that failed)."""
     e = cfg["evidence"]
     n, zs = g["n"], g["z"]
     r_out = int(np.ceil(e["ring_out_m"] / cell))
     rr, cc = np.nonzero(m)
-    r0, r1 = max(0, rr.min() - r_out - 1), min(m.shape[0], rr.max() + r_out + 2)
-    c0, c1 = max(0, cc.min() - r_out - 1), min(m.shape[1], cc.max() + r_out + 2)
+    rr, cc = rr + box[0].start, cc + box[1].start
+    r0, r1 = max(0, rr.min() - r_out - 1), min(n.shape[0], rr.max() + r_out + 2)
+    c0, c1 = max(0, cc.min() - r_out - 1), min(n.shape[1], cc.max() + r_out + 2)
     sl = (slice(r0, r1), slice(c0, c1))
-    ms, ns, zss, rd = m[sl], n[sl], zs[sl], road[sl]
+    ms = np.zeros((r1 - r0, c1 - c0), bool)
+    ms[rr - r0, cc - c0] = True
+    ns, zss, rd = n[sl], zs[sl], road[sl]
     dist = ndimage.distance_transform_edt(~ms) * cell
     ring = (dist > e["ring_in_m"]) & (dist <= e["ring_out_m"]) & rd & (ns > 0)
     out = {"points": int(ns[ms].sum()), "cells_with_points": float((ns[ms] > 0).mean()), "reason": None}
@@ -99,11 +111,8 @@ def measure(m: np.ndarray, g: dict, road: np.ndarray, sign: int, cell: float, cf
     cov = np.cov(np.vstack([py, px]), aweights=wv) if ms.sum() > 2 else np.eye(2)
     ev = np.sort(np.linalg.eigvalsh(cov))
     out["elongation"] = round(float(np.sqrt(ev[1] / max(ev[0], 1e-3))), 2)
-    # depth: quadratic top around the deepest smoothed cell, on the ring-levelled cell means
     valid = ns > 0
-    num = ndimage.gaussian_filter(np.where(valid, res, 0.0), 0.7, mode="constant", truncate=2.5)
-    den = ndimage.gaussian_filter(valid.astype(float), 0.7, mode="constant", truncate=2.5)
-    sm = np.where(den > 0.3, num / np.maximum(den, 1e-9), np.nan)
+    sm = smoothed(res, valid)
     # depth: the deeper of two fits to the ring-levelled cell means, a quadratic around the deepest smoothed cell
     # (an irregular bottom's deepest spot) and an elliptic bowl over the whole region (small bowls, whose bottom a
     # 0.1 m cell blurs); both read shallow on their own (cast potholes in the real street, seeds 5-10: medians -7.6
@@ -112,9 +121,9 @@ def measure(m: np.ndarray, g: dict, road: np.ndarray, sign: int, cell: float, cf
     top = _top(np.where(valid, res, np.nan), sm, ms | near)
     fit = _bowl(res, ns, ms | near | ring, sm, ms, cell, edge_mm)
     if fit is not None:
-        # a bump is a plateau (a patch, a heaved slab) more often than a cap: the quadratic overshoots its flat top
-        # the plateau's level: the median of the smoothed cells within a quarter of its highest (its maximum reads
-        # the noise on a flat top)
+        # a bump is a plateau (a patch, a heaved slab) more often than a cap, and the quadratic overshoots its flat
+        # top: its height is the median of the smoothed cells within a quarter of its highest (their maximum reads
+        # the noise on the top)
         v = sm[ms & ~np.isnan(sm)]
         plateau = float(np.median(v[v >= 0.75 * v.max()])) if len(v) else top
         out["depth_mm"], out["area_m2"] = round(max(top, fit[0]) if sign < 0 else plateau, 1), round(fit[1], 4)
@@ -136,9 +145,6 @@ def measure(m: np.ndarray, g: dict, road: np.ndarray, sign: int, cell: float, cf
     elif sign > 0 and out["scatter_ratio"] > e["max_scatter_ratio"]:  # a pothole's walls spread its cells too
         out["reason"] = "clutter"
     return out
-
-
-LOSS = "soft_l1"
 
 
 def _bowl(res, n, use, sm, m, cell, level):
@@ -172,7 +178,7 @@ def _bowl(res, n, use, sm, m, cell, level):
     lo = [0, i - 3 * r0, j - 3 * r0, 0.8, 0.8, -np.pi, np.log(0.25)]
     hi = [500, i + 3 * r0, j + 3 * r0, 6 * r0 + 2, 6 * r0 + 2, np.pi, np.log(4)]
     try:
-        f = least_squares(lambda q: (model(q) - v) * w, x0, bounds=(lo, hi), loss=LOSS, f_scale=5.0)
+        f = least_squares(lambda q: (model(q) - v) * w, x0, bounds=(lo, hi), loss="soft_l1", f_scale=5.0)
     except ValueError:
         return None
     d, ci, cj, a, b, th, lp = f.x

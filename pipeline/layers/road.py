@@ -159,12 +159,11 @@ def _drivable(t, v, n, half_s: float) -> np.ndarray:
     the far reach of the scanner (the car still outside the data, a few points at the data's edge) weighs little,
     where a moving average let it drag the path there (5-10 m radii at the ends of passes that drove straight)."""
     out = np.empty(len(t))
+    lo, hi = np.searchsorted(t, t - half_s, "left"), np.searchsorted(t, t + half_s, "right")  # t sorted
     for i, ti in enumerate(t):
-        u = (t - ti) / half_s
-        w = n * np.clip(1 - np.abs(u) ** 3, 0, None) ** 3
-        a = np.column_stack([np.ones(len(t)), t - ti]) * np.sqrt(w)[:, None]
-        coef = np.linalg.lstsq(a, v * np.sqrt(w), rcond=None)[0]
-        out[i] = coef[0]
+        tt, vv = t[lo[i]:hi[i]] - ti, v[lo[i]:hi[i]]  # the tricube is zero beyond the window
+        w = np.sqrt(n[lo[i]:hi[i]] * np.clip(1 - np.abs(tt / half_s) ** 3, 0, None) ** 3)
+        out[i] = np.linalg.lstsq(np.column_stack([w, tt * w]), vv * w, rcond=None)[0][0]
     return out
 
 
@@ -346,15 +345,16 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- anomalies
 def _candidates(devs, free, seeds_ok, thr, edge):
-    """Candidate regions on one side of the reference (devs smoothed, positive = away from it): connected cells
-    above half the outline level that reach half the threshold inside `seeds_ok` (the road away from its edges).
-    Whether a candidate is an anomaly, and its depth and area, is for evidence.measure to say on the raw sums."""
+    """Candidate regions (slices, mask) on one side of the reference (devs smoothed, positive = away from it):
+    connected cells above half the outline level that reach half the threshold inside `seeds_ok` (the road away
+    from its edges). Whether a candidate is an anomaly, and its depth and area, is for evidence.measure to say."""
     lab, nlab = ndimage.label(free & (devs >= edge / 2))
     if nlab == 0:
         return
     peak = ndimage.maximum(np.where(seeds_ok, devs, -np.inf), lab, np.arange(1, nlab + 1))
+    boxes = ndimage.find_objects(lab)
     for k in np.flatnonzero(peak >= thr / 2) + 1:
-        yield lab == k
+        yield boxes[k - 1], lab[boxes[k - 1]] == k  # the region's bounding slices and its mask inside them
 
 
 def _outline(mask: np.ndarray, row0: int, p: Pass, cell: float, hw: float, zref: np.ndarray):
@@ -375,6 +375,15 @@ def _outline(mask: np.ndarray, row0: int, p: Pass, cell: float, hw: float, zref:
     ci = np.clip((c0 + ring[:, 0]).astype(int), 0, zref.shape[1] - 1)
     zz = zref[ri, ci]
     return [[round(float(a), 3), round(float(b), 3), round(float(c), 3)] for a, b, c in zip(x, y, zz)]
+
+
+def _region_outline(ev: dict, box, mb, row0: int, p: Pass, cell: float, hw: float, zref: np.ndarray):
+    """The fitted bowl's ellipse where there is one, else the region's cell outline."""
+    if ev.get("ellipse") and ev["ellipse"][2] > 0:
+        return _ellipse(ev["ellipse"], row0, p, cell, hw, zref)
+    full = np.zeros(zref.shape, bool)
+    full[box] = mb
+    return _outline(full, row0, p, cell, hw, zref)
 
 
 def _ellipse(e, row0: int, p: Pass, cell: float, hw: float, zref: np.ndarray, k: int = 36):
@@ -492,16 +501,11 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
         warnings.simplefilter("ignore", RuntimeWarning)
         row_off = np.nanmedian(np.where(calm, dev, np.nan), axis=1)  # anomalies left out of their row's level
     dev = dev - np.nan_to_num(row_off)[:, None]
-    # Gaussian mean (0.7 cell) of the deviation over road cells with points: single-cell noise drops by about 2.5
+    # Gaussian mean of the deviation over road cells with points, the candidates' surface. Cells without points
+    # inside the road (scan-line gaps: at 100-400 pts/m2 real MMS leaves 10-50 % of 0.1 m cells empty in places)
+    # take the mean of their neighbours: left at 0 they split a pothole into pieces
     valid = road & (n > 0)
-    num = ndimage.gaussian_filter(np.where(valid, dev, 0.0), 0.7, mode="constant", truncate=2.5)
-    den = ndimage.gaussian_filter(valid.astype(float), 0.7, mode="constant", truncate=2.5)
-    # Cells without points inside the road (scan-line gaps: at 100-400 pts/m2 real MMS leaves 10-50 % of 0.1 m
-    # cells empty in places) take the Gaussian mean of their neighbours: left at 0 they split a pothole into
-    # pieces and cut holes into its outline (areas came out 18 % small)
-    devs = np.where(road & (den > 0.3), num / np.maximum(den, 1e-9), np.nan)
-    devs0 = np.nan_to_num(devs)
-    devc = np.where(valid, dev, devs)  # raw where measured, neighbours' mean in the gaps
+    devs0 = np.nan_to_num(np.where(road, evidence.smoothed(dev, valid), np.nan))
     area_m2 = float(road.sum() * cell * cell)
     density = float(n[road].sum() / max(area_m2, 1e-9))
     nt = z.shape[1]
@@ -543,8 +547,8 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
     checked = {}
     for kind, sign, c in (("pothole", -1, pc), ("bump", 1, bc)):
         thr = c["depth_mm"] if kind == "pothole" else c["height_mm"]
-        for m in _candidates(sign * devs0, free, inner, thr, pc["edge_mm"]):
-            ev = evidence.measure(m, g, road, sign, cell, cfg, pc["edge_mm"], jac)
+        for box, mb in _candidates(sign * devs0, free, inner, thr, pc["edge_mm"]):
+            ev = evidence.measure(box, mb, g, road, sign, cell, cfg, pc["edge_mm"], jac)
             # the depth must pass the threshold by the local surface's scatter: on a rough or striped stretch
             # a 15 mm dip reads 20-25 mm
             margin = cfg["evidence"]["depth_margin_sd"] * ev.get("ring_sd_mm", 0.0)
@@ -555,9 +559,9 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
             if ev["reason"]:
                 continue
             peak, a = ev["depth_mm"], ev["area_m2"]
-            vol = float(np.nansum(np.clip(sign * dev[m], 0, None) * jac[m]) / 1000.0 * cell * cell)
-            rr, cc = np.nonzero(m)
-            ci, cj = ev["ellipse"][:2] if ev.get("ellipse") else (rr.mean(), cc.mean())
+            vol = float(np.nansum(np.clip(sign * dev[box][mb], 0, None) * jac[box][mb]) / 1000.0 * cell * cell)
+            rr, cc = np.nonzero(mb)
+            ci, cj = ev["ellipse"][:2] if ev.get("ellipse") else (rr.mean() + box[0].start, cc.mean() + box[1].start)
             sc, tc = (base + ci + 0.5) * cell, (cj + 0.5) * cell - hw
             lane = int(np.round(tc / lw))
             rec = {"type": kind, "pass": pass_id, "lane": lane, "station_m": round(sc, 2),
@@ -565,9 +569,8 @@ def analyse_pass(p: Pass, g: dict, cfg: dict, pass_id: int = 0, sheet_of=None) -
                    "height_mm" if kind == "pothole" else "depth_mm": None,
                    "area_m2": round(a, 4), "volume_m3": round(vol, 5), "length_m": None,
                    "points": ev["points"], "z_score": ev["z_score"],
-                   "geometry": {"type": "Polygon", "coordinates": [
-                       _ellipse(ev["ellipse"], base, p, cell, hw, ref) if ev.get("ellipse") and ev["ellipse"][2] > 0
-                       else _outline(m, base, p, cell, hw, ref)]}}
+                   "geometry": {"type": "Polygon", "coordinates": [_region_outline(ev, box, mb, base, p, cell, hw,
+                                                                                   ref)]}}
             rec["severity"] = _severity(rec, cfg)
             anomalies.append(rec)
     # cracks where the density resolves them
