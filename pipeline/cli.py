@@ -169,7 +169,7 @@ def cmd_pipes(a) -> int:
 
     nominal = [int(v) for v in a.nominal.split(",")] if a.nominal else None
     s = pipes(a.scans, a.out, gcp=a.gcp, nominal=nominal, date=a.date, config_path=a.config, crs=a.crs,
-              quiet=a.quiet)
+              height=a.height, quiet=a.quiet)
     for q in s["refused"]:
         print(f"  REFUSED {q['input']}: [{q['code']}] {q['reason']}")
     print(f"pipes: {len(s['pipes'])} pipe(s) from {len(s['scans'])} scan(s) -> {os.path.dirname(s['files']['csv'])}/")
@@ -441,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nominal", help="nominal diameters in mm, comma-separated (default in pipes.yaml)")
     s.add_argument("--date", help="scan date (YYYY-MM-DD) for the ledger")
     s.add_argument("--crs", help="CRS of scans already in map coordinates")
+    s.add_argument("--height", choices=["orthometric", "ellipsoidal"],
+                   help="what z is in scans already in map coordinates (default: a local frame, so control points "
+                        "or a compound --crs are needed)")
     s.add_argument("--config", help="YAML with a pipes: mapping over pipeline/layers/pipes.yaml (and profiles:)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_pipes)

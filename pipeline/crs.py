@@ -346,7 +346,10 @@ class Reprojector:
                 raise HeightError(f"only a ballpark transformation to {t.vertical.name} exists (z unchanged)")
             return HeightPlan(height, None, 1.0, proj_3d=tr, vertical_datum=t.vertical.name)
         if height == "local":
-            raise HeightError("scan is in a local frame: give control points (--gcp) to georeference it")
+            # the horizontal CRS is known here (a scan without one is refused before): only heights are missing
+            raise HeightError(f"the scan records {self.h2d.name} for x/y but no height reference (the iPhone profile "
+                              f"takes z as a local frame): give --height orthometric (T.P.) or ellipsoidal, a "
+                              f"compound --crs (e.g. 10169 = EPSG:6676 + T.P.), or control points (--gcp)")
         raise HeightError(f"the height reference of this file is unknown ({height}); set the source profile's "
                           f"'height' or give a compound --crs")
 

@@ -109,8 +109,7 @@ def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None =
     refused = [{"input": r["input"], "code": r.get("code"), "reason": r.get("reason")} for r in s["results"]
                if r["status"] != "accepted"]
     if not accepted:
-        raise ValueError("no scan could be used: " + "; ".join(f"{os.path.basename(q['input'])}: {q['reason']}"
-                                                                for q in refused))
+        raise ValueError("no scan could be used: " + "; ".join(q["reason"] for q in refused))  # each names its file
     clouds = [_read_xyz(r["output"]) for r in accepted]
     origin = np.floor(clouds[0].min(0))
     prepared, prep_info = [], []
