@@ -144,7 +144,7 @@ def cmd_road(a) -> int:
 def cmd_seaweed(a) -> int:
     from .stages.seaweed import seaweed
 
-    s = seaweed(a.paths, a.out, a.source, dive=a.dive, baseline=a.baseline, reference=a.reference,
+    s = seaweed(a.paths, a.out, a.source, dive=a.dive, dive_crs=a.dive_crs, baseline=a.baseline, reference=a.reference,
                 survey={"date": a.date or ""},
                 config_path=a.config, height=a.height, crs=a.crs, assume_crs=a.assume_crs, workers=a.workers,
                 scheduler=a.scheduler, quiet=a.quiet)
@@ -196,8 +196,11 @@ def cmd_run(a) -> int:
 
     for name in s["layers"]:
         print(f"{name}: -> {os.path.join(a.out, name, LAYERS[name])}/")
+    for name, q in s["quarantined_layers"].items():
+        print(f"{name}: not run: {q['message']}")
+        print("\n".join(q["lines"]))
     print(f"run summary -> {os.path.join(a.out, 'run-summary.json')}")
-    return 2 if any(t["quarantined"] for t in s["tile"].values()) else 0
+    return 2 if any(t["quarantined"] for t in s["tile"].values()) or s["quarantined_layers"] else 0
 
 
 def cmd_heightmap(a) -> int:
@@ -289,11 +292,11 @@ def cmd_nightly(a) -> int:
         return 0
     for st in s["stages"]:
         line = f"  {st['name']:<12} {st['status']}" + (f" in {st['seconds']} s" if "seconds" in st else "")
-        print(line + (f": {st['error']}" if st.get("error") else ""))
+        print(line + (f": {st['error']}" if st.get("error") else f": {st['reason']}" if st.get("reason") else ""))
     for q in s["quarantined"]:
         print(f"  QUARANTINED {q['path']} [{q['code']}] {q['reason']}")
     print(f"{a.cmd} {s['status']} in {s['seconds']} s; report: {s.get('report', {}).get('html') or s['report_dir']}")
-    return 0 if s["status"] == "ok" else 3
+    return 0 if s["status"] == "ok" else 2 if s["status"] == "quarantined" else 3
 
 
 def _log_lines(quiet: bool) -> None:
@@ -421,7 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", help="multibeam files or folders")
     s.add_argument("--out", required=True, help="run directory (sheets; products under seaweed/<source>/)")
     s.add_argument("--source", default="mbes", choices=SOURCES)
-    s.add_argument("--dive", help="dive-survey points (CSV x,y,species,date or GeoJSON) to train the species model")
+    s.add_argument("--dive", help="dive-survey points to train the species model: CSV with x,y / easting,northing / "
+                                  "E,N / lon,lat columns, species and date, or GeoJSON / GeoPackage points; species "
+                                  "by code, Japanese name, Latin name or genus, or bare / none / sand / rock / なし")
+    s.add_argument("--dive-crs", help="CRS of the dive points (default: the file's own; lon/lat columns JGD2011; "
+                                      "else the run's CRS)")
     s.add_argument("--baseline", help="an earlier seaweed output (run directory or its seaweed/<source>/)")
     s.add_argument("--date", help="survey date for the J Blue table (YYYY-MM-DD)")
     s.add_argument("--reference", help="a BAG grid to compare the extracted seafloor with")
@@ -534,9 +541,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .stages.tile import AllQuarantined
+
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
+    except AllQuarantined as e:  # seaweed, terrain, road, run: the quarantine summary, not a traceback
+        print(f"{e.source}: {len(e.refused)} input(s) quarantined, nothing tiled")
+        print("\n".join(e.lines()))
+        print(f"pcpipe: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError) as e:
         print(f"pcpipe: error: {e}", file=sys.stderr)
         return 2

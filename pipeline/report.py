@@ -43,7 +43,8 @@ from .outputs import write_bytes
 SHEET_COLOURS = {"rebuilt": "#1f78b4", "unchanged": "#b8c2cc", "failed": "#e31a1c"}
 SHEET_LABELS = {"rebuilt": "rebuilt tonight 今夜更新", "unchanged": "unchanged 変更なし",
                 "failed": "failed / not rebuilt 失敗"}
-STAGE_COLOURS = {"done": "#2ca25f", "failed": "#e31a1c", "unchanged": "#b8c2cc", "skipped": "#f0a30a"}
+STAGE_COLOURS = {"done": "#2ca25f", "failed": "#e31a1c", "unchanged": "#b8c2cc", "skipped": "#f0a30a",
+                 "quarantined": "#f0a30a"}
 CLASS_COLOURS = {"I": "#2ca25f", "II": "#f0a30a", "III": "#e31a1c"}
 # Densities the surveys are specified to reach (DESIGN.md), drawn as a reference line on the density plot.
 DENSITY_SPEC = {"als": (16.0, "airborne ≥ 16 pts/m²"), "mms": (400.0, "MMS ≥ 400 pts/m²"),
@@ -206,7 +207,8 @@ def _source_figures(src, summary, stages, run_dir, t0) -> tuple[dict, dict | Non
         out["points_total"] = int(sum(int(f["properties"].get("point_count") or 0) for f in feats))
     ts_path = os.path.join(run_dir, src, "tile-summary.json")
     ts = None
-    if os.path.exists(ts_path) and (status == "done" or (status == "failed" and _written_since(ts_path, t0))):
+    if os.path.exists(ts_path) and (status == "done" or (status in ("failed", "quarantined")
+                                                       and _written_since(ts_path, t0))):
         ts = _load(ts_path)
     if ts is not None:
         results = ts.get("results") or []

@@ -46,6 +46,7 @@ import yaml
 
 from pipeline.manifest import Manifest, file_sha256, stat_of
 from pipeline.stages.run import LAYERS
+from pipeline.stages.tile import AllQuarantined
 
 log = logging.getLogger("pcpipe.nightly")
 SOURCES = ("als", "mms", "mbes", "iphone")
@@ -365,11 +366,22 @@ def nightly(cfg: dict, *, quiet: bool = False, force: bool = False, only: list[s
                     rec["status"] = "unchanged"
                 elif st["name"] == "publish" and failed:
                     rec.update(status="skipped", reason="a stage before it failed: nothing published tonight")
+                elif st["name"] == "publish" and summary["stages"] and all(
+                        r["status"] == "quarantined" for r in summary["stages"]):
+                    rec.update(status="skipped", reason="every input was quarantined: nothing to publish")
                 else:
                     log.info("stage %s started", st["name"])
                     t = time.time()
                     try:
                         s = _run_step(st, cfg, inputs, quiet)
+                    except AllQuarantined as e:  # every input refused: the files and reasons, not a failure
+                        rec.update(status="quarantined", error=str(e))
+                        summary["quarantined"] += [{"path": r.get("input"), "code": r.get("code") or r.get("was"),
+                                                    "reason": r.get("reason"), "stage": st["name"]}
+                                                   for r in e.refused]
+                        log.error("stage %s: %s", st["name"], e)
+                        with Manifest(run_dir) as man:  # the same files are refused the same way tomorrow
+                            man.set_state(f"nightly:{st['name']}", st["fp"])
                     except Exception as e:  # one failed stage does not stop the others; its state is not recorded
                         failed = True
                         rec.update(status="failed", error=f"{type(e).__name__}: {e}")
@@ -387,7 +399,8 @@ def nightly(cfg: dict, *, quiet: bool = False, force: bool = False, only: list[s
                     rec["seconds"] = round(time.time() - t, 2)
                     log.info("stage %s %s in %.1f s", st["name"], rec["status"], rec["seconds"])
                 summary["stages"].append(rec)
-            summary["status"] = "failed" if failed else "ok"
+            summary["status"] = "failed" if failed else "quarantined" if any(
+                r["status"] == "quarantined" for r in summary["stages"]) else "ok"
         finally:
             summary["finished"] = _now()
             summary["seconds"] = round(time.time() - t0, 2)

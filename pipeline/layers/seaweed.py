@@ -4,9 +4,6 @@ products, beds as cleaned polygons, species from dive-survey points (random fore
 and the J Blue Credit table against a baseline. Thresholds live in seaweed.yaml with their reasons."""
 from __future__ import annotations
 
-import csv
-import json
-
 import numpy as np
 from scipy import ndimage
 
@@ -97,8 +94,19 @@ def support_half_width(x, y, cfg: dict) -> float:
     return float(max(pc["support_m"], 0.5 * np.sqrt(pc["min_soundings"] / max(_density(x, y), 1e-6))))
 
 
-def products(x, y, z, backscatter, grid: Grid, floor_grid: Grid, floor: np.ndarray, cfg: dict) -> dict:
-    """Per-cell products on `grid` from the soundings within support_m of each cell."""
+def canopy_threshold(cfg: dict, sigma: float | None) -> float:
+    """Height above the floor from which a sounding hits canopy: canopy_sigmas x the sounding noise measured on the
+    floor, at least canopy_min_m. A fixed 0.3 m missed the lower half of seagrass (soundings land anywhere on a plant:
+    on the dev scene's アマモ, 0.3-0.8 m tall with cover 0.6, 51 % of soundings stand above 0.3 m, 60 % above 0.2 m,
+    while 0.2 % of bare-floor soundings stand above 0.15 m at 4.7 cm noise)."""
+    pc = cfg["products"]
+    return float(max(pc["canopy_min_m"], pc.get("canopy_sigmas", 0.0) * (sigma or 0.0)))
+
+
+def products(x, y, z, backscatter, grid: Grid, floor_grid: Grid, floor: np.ndarray, cfg: dict,
+             sigma: float | None = None) -> dict:
+    """Per-cell products on `grid` from the soundings within support_m of each cell; sigma: the sounding noise
+    (seafloor()'s third value), which sets the canopy threshold."""
     pc = cfg["products"]
     h = np.asarray(z) - _sample(floor_grid, floor, x, y)
     h = np.clip(h, -cfg["floor"]["max_canopy_m"], cfg["floor"]["max_canopy_m"])
@@ -117,7 +125,7 @@ def products(x, y, z, backscatter, grid: Grid, floor_grid: Grid, floor: np.ndarr
     ids = np.concatenate(ids)
     hv = np.concatenate(hv)
     n = np.bincount(ids, minlength=size).astype(float)
-    canopy = hv > pc["canopy_min_m"]
+    canopy = hv > canopy_threshold(cfg, sigma)
     out = {"soundings": n}
     with np.errstate(invalid="ignore", divide="ignore"):
         out["cover"] = np.bincount(ids, canopy, minlength=size) / n
@@ -140,7 +148,16 @@ def products(x, y, z, backscatter, grid: Grid, floor_grid: Grid, floor: np.ndarr
             out["backscatter_mean"] = out["backscatter_std"] = np.full(size, np.nan)
     cx, cy = grid.centres()
     out["depth"] = -_sample(floor_grid, floor, cx.ravel(), cy.ravel())
-    empty = n == 0
+    # the surveyed footprint: cells holding a sounding, closed over the window's width (inside a swath most 0.5 m
+    # cells hold none at a few soundings per m2). Past the survey's edge a window still reaches soundings inside it:
+    # those cells are not surveyed, and a bed there would be counted beyond the data.
+    own = np.zeros(size, bool)
+    own[(r * grid.cols + c)[(r >= 0) & (r < grid.rows) & (c >= 0) & (c < grid.cols)]] = True
+    own = own.reshape(grid.rows, grid.cols)
+    foot = ndimage.binary_closing(np.pad(own, k + 1), structure=np.ones((2 * k + 1, 2 * k + 1)))[k + 1:-k - 1,
+                                                                                                 k + 1:-k - 1]
+    empty = (n == 0) | ~(foot | own).ravel()
+    n[empty] = 0
     for key in out:
         a = np.asarray(out[key], float).reshape(grid.rows, grid.cols)
         if key != "soundings":
@@ -151,8 +168,23 @@ def products(x, y, z, backscatter, grid: Grid, floor_grid: Grid, floor: np.ndarr
 
 # -------------------------------------------------------------------------------------------------- beds
 def bed_mask(prod: dict, grid: Grid, cfg: dict) -> np.ndarray:
+    """Cells of beds: cover and canopy height past the absolute thresholds, and cover at least edge_share of the
+    bed's own cover nearby. A cell's cover is a window mean, so across a bed's edge it ramps from the bed's cover
+    to 0 over the window's width and passes half of it on the edge itself: a fixed threshold below half (0.25 for
+    beds of 0.75-0.85 cover) takes a ring of cells outside every bed (+7 % bed area on the dev scene)."""
     b = cfg["beds"]
-    bed = (np.nan_to_num(prod["cover"]) >= b["cover_min"]) & (np.nan_to_num(prod["canopy_height"]) >= b["height_min_m"])
+    cover = np.nan_to_num(prod["cover"])
+    bed = (cover >= b["cover_min"]) & (np.nan_to_num(prod["canopy_height"]) >= b["height_min_m"])
+    share = b.get("edge_share") or 0.0
+    if share > 0 and bed.any():
+        k = max(1, int(np.ceil(cfg["products"]["support_m"] / grid.res)))  # cells whose window crosses no edge
+        inner = ndimage.binary_erosion(bed, structure=np.ones((2 * k + 1, 2 * k + 1)))
+        size = 2 * int(round(b["reference_m"] / grid.res)) + 1
+        num = ndimage.uniform_filter(np.where(inner, cover, 0.0), size, mode="constant")
+        den = ndimage.uniform_filter(inner.astype(float), size, mode="constant")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ref = np.where(den > 1e-9, num / den, 0.0)  # no interior nearby (a thin bed): absolute threshold only
+        bed &= cover >= share * ref
     k = max(1, int(round(b["close_m"] / grid.res / 2)))
     bed = ndimage.binary_closing(bed, structure=np.ones((2 * k + 1, 2 * k + 1)), border_value=0) | bed
     lab, n = ndimage.label(bed)
@@ -198,60 +230,52 @@ def bed_polygons(bed: np.ndarray, prod: dict, grid: Grid, cfg: dict, species: np
 
 
 # ---------------------------------------------------------------------------------------------- species
-def read_dive(path) -> list[dict]:
-    """Dive-survey points: CSV with x, y, species (and date), or GeoJSON points with a species property."""
-    out = []
-    if str(path).lower().endswith(".csv"):
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            for r in csv.DictReader(f):
-                out.append({"x": float(r["x"]), "y": float(r["y"]), "species": r["species"].strip(),
-                            "date": r.get("date")})
-    else:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-        for ft in doc["features"]:
-            x, y = ft["geometry"]["coordinates"][:2]
-            p = ft.get("properties") or {}
-            out.append({"x": float(x), "y": float(y), "species": str(p["species"]).strip(), "date": p.get("date")})
-    if not out:
-        raise ValueError(f"{path}: no dive points")
-    return out
+def read_dive(path, cfg: dict | None = None, *, crs=None, target_crs=None) -> list[dict]:
+    """Dive-survey points with their species code (0: no vegetation); see pipeline/layers/dive.py."""
+    from .dive import read_dive as _read
+
+    return _read(path, cfg or load_config(), crs=crs, target_crs=target_crs)
 
 
 def species_code(label: str, cfg: dict) -> int:
-    lab = label.strip().lower()
-    for code, name in cfg["species"]["labels"].items():
-        parts = [name.lower(), name.split(" (")[0].lower()] + ([name.split("(")[1].rstrip(")").lower()]
-                                                               if "(" in name else [])
-        if lab in parts or lab == str(code):
-            return int(code)
-    raise ValueError(f"dive label {label!r} is none of the configured species "
-                     f"({', '.join(cfg['species']['labels'].values())})")
+    from .dive import species_code as _code
+
+    return _code(label, cfg)
 
 
 def feature_stack(prod: dict, cfg: dict) -> np.ndarray:
     return np.stack([np.nan_to_num(prod[f]) for f in cfg["species"]["features"]], axis=-1)
 
 
+def _dive_cells(prod: dict, grid: Grid, dives: list[dict]):
+    x = np.array([d["x"] for d in dives])
+    y = np.array([d["y"] for d in dives])
+    r, c, ok = _cells(grid, x, y)
+    ok &= np.where(ok, prod["soundings"][np.clip(r, 0, grid.rows - 1), np.clip(c, 0, grid.cols - 1)] > 0, False)
+    return r, c, ok
+
+
 def train_species(prod: dict, grid: Grid, dives: list[dict], cfg: dict):
-    """Random forest on the per-cell features at the dive points; returns (model, cross-validated accuracy,
-    number of training points used). Dive points outside the grid or on cells without soundings are left out."""
+    """Random forest on the per-cell features at the dive points, no-vegetation points (code 0) included; returns
+    (model, cross-validated accuracy, number of training points used). Dive points outside the grid or on cells
+    without soundings are left out."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     sc = cfg["species"]
     feats = feature_stack(prod, cfg)
-    x = np.array([d["x"] for d in dives])
-    y = np.array([d["y"] for d in dives])
-    r, c, ok = _cells(grid, x, y)
-    ok &= np.where(ok, prod["soundings"][np.clip(r, 0, grid.rows - 1), np.clip(c, 0, grid.cols - 1)] > 0, False)
+    r, c, ok = _dive_cells(prod, grid, dives)
     if ok.sum() < 2:
-        raise ValueError("fewer than two dive points fall on surveyed cells: no species model")
+        raise ValueError(f"fewer than two of the {len(dives)} dive points fall on surveyed cells: no species model")
     xs = feats[r[ok], c[ok]]
-    labels = np.array([species_code(d["species"], cfg) for d, k in zip(dives, ok) if k])
-    model = RandomForestClassifier(n_estimators=sc["trees"], random_state=sc["seed"], n_jobs=1)
-    folds = min(sc["folds"], int(np.bincount(labels).max() if len(labels) else 0),
-                int(min(np.bincount(labels)[np.unique(labels)])))
+    labels = np.array([d["code"] if d.get("code") is not None else species_code(d["species"], cfg)
+                       for d, k in zip(dives, ok) if k])
+    if not (labels > 0).any():
+        raise ValueError("every dive point on the survey is a no-vegetation point: no species to learn")
+    model = RandomForestClassifier(n_estimators=sc["trees"], random_state=sc["seed"], n_jobs=1,
+                                   class_weight="balanced")
+    counts = np.bincount(labels)[np.unique(labels)]
+    folds = min(sc["folds"], int(counts.min()))
     cv = None
     if folds >= 2 and len(np.unique(labels)) > 1:
         cv = float(cross_val_score(model, xs, labels, cv=StratifiedKFold(folds, shuffle=True,
@@ -261,10 +285,36 @@ def train_species(prod: dict, grid: Grid, dives: list[dict], cfg: dict):
 
 
 def predict_species(model, prod: dict, bed: np.ndarray, cfg: dict) -> np.ndarray:
+    """Species per cell: 0 (bare) off the beds; on them the most probable vegetated class after the class
+    probabilities are averaged over smooth_m (single cells are noisy: a window's features at 3 soundings per m2)."""
     out = np.zeros(bed.shape, np.uint8)
-    if bed.any():
-        out[bed] = model.predict(feature_stack(prod, cfg)[bed]).astype(np.uint8)
+    if not bed.any():
+        return out
+    classes = list(model.classes_)
+    veg = [i for i, k in enumerate(classes) if k > 0]
+    if not veg:
+        return out
+    surveyed = prod["soundings"] > 0
+    feats = feature_stack(prod, cfg)
+    zone = ndimage.binary_dilation(bed, iterations=2) & surveyed
+    proba = np.zeros(bed.shape + (len(classes),))
+    proba[zone] = model.predict_proba(feats[zone])
+    sigma = cfg["species"].get("smooth_m", 0.0) / max(cfg["products"]["cell_m"], 1e-9)
+    if sigma > 0:
+        w = ndimage.gaussian_filter(zone.astype(float), sigma, mode="constant")
+        for i in veg:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                proba[..., i] = np.where(w > 1e-6, ndimage.gaussian_filter(proba[..., i], sigma, mode="constant") / w,
+                                         0.0)
+    best = np.asarray(classes)[np.asarray(veg)][np.argmax(proba[..., veg], axis=-1)]
+    out[bed] = best[bed].astype(np.uint8)
     return out
+
+
+def species_at(species: np.ndarray, grid: Grid, dives: list[dict]) -> np.ndarray:
+    """The species raster's code at each dive point (-1 off the grid)."""
+    r, c, ok = _cells(grid, np.array([d["x"] for d in dives]), np.array([d["y"] for d in dives]))
+    return np.where(ok, species[np.clip(r, 0, grid.rows - 1), np.clip(c, 0, grid.cols - 1)], -1)
 
 
 # ------------------------------------------------------------------------------------------------ J Blue

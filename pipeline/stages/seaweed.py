@@ -18,16 +18,28 @@ from .tile import output_crs, sheet_with_buffer, tiled_sheets
 MARGIN = 12.0  # m: three floor cells and the widest statistics window
 
 
+def backscatter_of(columns: dict):
+    """Backscatter per sounding: the backscatter column (GSF, XYZ, extra bytes), else LAS intensity, which multibeam
+    software fills with backscatter when it writes LAS (scaled: the classifier needs only its ordering); None when
+    neither holds anything."""
+    b = columns.get("backscatter")
+    if b is None:
+        b = columns.get("intensity")
+        if b is not None and not np.any(b):
+            b = None
+    return b
+
+
 def sheet_task(item: dict) -> dict:
     cfg = item["cfg"]
     cloud = sheet_with_buffer(item["run_dir"], item["source"], item["code"], MARGIN)
     w, s, e, n = item["bounds"]
     big = (w - MARGIN, s - MARGIN, e + MARGIN, n + MARGIN)
-    back = cloud.columns.get("backscatter")
+    back = backscatter_of(cloud.columns)
     fg, floor, sigma = S.seafloor(cloud.x, cloud.y, cloud.z, big, cfg)
     res = cfg["products"]["cell_m"]
     grid = Grid.covering(big, res)
-    prod = S.products(cloud.x, cloud.y, cloud.z, back, grid, fg, floor, cfg)
+    prod = S.products(cloud.x, cloud.y, cloud.z, back, grid, fg, floor, cfg, sigma)
     r0, c0 = int(round((grid.north - n) / res)), int(round((w - grid.west) / res))
     rows, cols = int(round((n - s) / res)), int(round((e - w) / res))
     out = {k: v[r0:r0 + rows, c0:c0 + cols] for k, v in prod.items()}
@@ -67,8 +79,8 @@ def quicklook(path, grid, prod, species, bed):
     os.replace(path + ".part", path)
 
 
-def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, baseline: str | None = None,
-            reference: str | None = None, survey: dict | None = None, config_path: str | None = None, workers=None, scheduler=None, quiet=False,
+def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, dive_crs: str | None = None,
+            baseline: str | None = None, reference: str | None = None, survey: dict | None = None, config_path: str | None = None, workers=None, scheduler=None, quiet=False,
             **tile_opts) -> dict:
     from .terrain import write_cog
 
@@ -96,16 +108,21 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, ba
     bed = S.bed_mask(prod, grid, cfg)
     species = np.zeros(bed.shape, np.uint8)
     model_info = None
+    horiz_crs, vertical = output_crs(settings)
+    horiz = horiz_crs.to_wkt()
     if dive:
-        dives = S.read_dive(dive)
+        dives = S.read_dive(dive, cfg, crs=dive_crs, target_crs=horiz_crs)
         model, cv, used = S.train_species(prod, grid, dives, cfg)
         species = S.predict_species(model, prod, bed, cfg)
+        at = S.species_at(species, grid, dives)
+        codes_ = np.array([d["code"] for d in dives])
         model_info = {"dive_points": len(dives), "used": used, "cv_accuracy": cv,
+                      "classes": {("bare" if k == 0 else str(k)): int((codes_ == k).sum()) for k in np.unique(codes_)},
+                      "training_fit": round(float(np.mean(at[at >= 0] == codes_[at >= 0])), 4) if (at >= 0).any()
+                      else None,
                       "features": cfg["species"]["features"]}
     dest = os.path.join(out_dir, "seaweed", source)
     os.makedirs(dest, exist_ok=True)
-    horiz_crs, vertical = output_crs(settings)
-    horiz = horiz_crs.to_wkt()
     files = {}
     units = {"depth": "m below the vertical datum", "canopy_height": "m above the seafloor", "cover": "0-1",
              "volume": "m (cover x canopy height)", "backscatter_mean": "dB", "backscatter_std": "dB",
@@ -115,8 +132,9 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, ba
         write_cog(files[k], prod[k], grid, horiz, {"PRODUCT": k, "UNITS": units[k], "VERTICAL_DATUM": vertical,
                                                   "PARAMS": json.dumps(cfg["products"])}, nodata=NODATA)
     files["species"] = os.path.join(dest, "species.tif")
-    write_cog(files["species"], species.astype(float), grid, horiz,
-              {"PRODUCT": "species", "LABELS": json.dumps(cfg["species"]["labels"], ensure_ascii=False),
+    write_cog(files["species"], np.where(prod["soundings"] > 0, species, np.nan), grid, horiz,
+              {"PRODUCT": "species", "LABELS": json.dumps({0: "bare (no vegetation)"} | cfg["species"]["labels"],
+                                                           ensure_ascii=False),
                "MODEL": json.dumps(model_info)}, nodata=NODATA)
     beds = S.bed_polygons(bed, prod, grid, cfg, species if dive else None)
     files["beds"] = os.path.join(dest, "beds.geojson")

@@ -40,6 +40,30 @@ class SettingsError(ValueError):
     pass
 
 
+class AllQuarantined(ValueError):
+    """Every input of a layer stage was refused and no earlier run left a sheet: nothing to analyse. Carries the
+    tile summary, so that the caller can print the quarantine lines (the CLI exits with status 2)."""
+
+    def __init__(self, source: str, summary: dict):
+        self.source, self.summary = source, summary
+        self.refused = [r for r in summary.get("results", [])
+                        if r["status"] in ("quarantined", "duplicate")
+                        or (r["status"] == "unchanged" and r.get("was") in ("quarantined", "duplicate"))]
+        n = len(summary.get("results", []))
+        super().__init__(f"every {source} input was quarantined ({len(self.refused)} of {n} file(s)), no sheet to "
+                         f"analyse; tile summary: {summary.get('summary_path')}")
+
+    def lines(self) -> list[str]:
+        """One line per refused input: its status, code and reason (the reason names the file)."""
+        out = []
+        for r in self.refused:
+            reason = r.get("reason") or f"{r.get('input')}: quarantined by an earlier run"
+            earlier = " (in an earlier run)" if r["status"] == "unchanged" else ""
+            out.append(f"  {'DUPLICATE' if 'duplicate' in (r['status'], r.get('was')) else 'QUARANTINED'}{earlier} "
+                       f"[{r.get('code') or r.get('was')}] {reason}")
+        return out
+
+
 def _grid(settings: dict):
     from tiles.mapsheet import grid_for
 
@@ -314,7 +338,8 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
             if old and old["sha256"] == sha:
                 man.put_input(p, source, size, mtime, sha, old["status"], old["reason"], old["points_in"],
                               old["points_out"], old["sheets"], old["run_id"])
-                results.append({"input": p, "status": "unchanged", "was": old["status"]})
+                results.append({"input": p, "status": "unchanged", "was": old["status"]}
+                               | ({"reason": old["reason"]} if old["reason"] else {}))
                 continue
             twin = seen_keys.get(sha) or (known.get(sha) if known.get(sha) != p else None)
             if twin:
@@ -367,6 +392,7 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
         if total_in != total_sheets:
             raise AssertionError(f"point count not conserved: inputs gave {total_in:,} points, sheets hold "
                                  f"{total_sheets:,}")
+        os.makedirs(os.path.join(out_dir, source), exist_ok=True)  # a run whose every input is refused has none yet
         write_index(os.path.join(out_dir, source, "index.geojson"), sheets, grid, source,
                     crsmod.epsg_of(target.crs))
         this = [r for r in results if r["status"] == "accepted"]
@@ -397,12 +423,15 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
 
 def tiled_sheets(paths, out_dir: str, source: str, **tile_kwargs):
     """Tile the inputs into out_dir (incremental) for a layer stage: (tile summary, settings, sheet grid, codes
-    of the source's sheets); no sheet at all is an error."""
+    of the source's sheets); no sheet at all is an error (AllQuarantined when every input was refused)."""
     ts = tile(paths, out_dir, source, **tile_kwargs)
     settings = read_settings(out_dir)
     with Manifest(out_dir) as man:
         codes = [s["code"] for s in man.sheets(source)]
     if not codes:
+        err = AllQuarantined(source, ts)
+        if err.refused:
+            raise err
         raise ValueError(f"no sheets of {source} under {out_dir}: nothing to analyse")
     return ts, settings, _grid(settings), codes
 
