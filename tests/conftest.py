@@ -17,6 +17,15 @@ def data_dir() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def eval_dir() -> pathlib.Path:
+    """Held-out evaluation scenes with their truth: ../shared/eval, the sibling of the data folder."""
+    path = DATA.parent / "eval"
+    if not path.is_dir():
+        pytest.skip(f"evaluation scenes not found at {path} (the sibling of $PCPIPE_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def demo_survey(tmp_path_factory):
     """The synthetic demo survey, made once per session (seeded: its truth is known)."""
     from pipeline.demo import make_survey
