@@ -840,8 +840,9 @@ SEAWEED = [
         Multibeam soundings over a seaweed bed land on its **canopy**, not on the seafloor. The seaweed layer
         (`pipeline.stages.seaweed.seaweed`) finds the floor under the canopy, the height of each sounding above it,
         and per 0.5 m cell the canopy height, **被度** (cover: share of soundings on canopy), volume, backscatter and
-        depth. Beds are cells with cover >= 0.25 and canopy >= 0.3 m; with dive-survey points a random forest names
-        the **species** (カジメ, ホンダワラ類, アマモ ...). The **J ブルークレジット** (J Blue Credit) table counts per
+        depth. Beds are cells with cover >= 0.25, at least half the bed's own cover nearby (its edge), and canopy
+        >= 0.3 m; with dive-survey points (by name or genus, and `bare` where the diver found none) a random forest
+        names the **species** (カジメ, ホンダワラ類, アマモ ...). The **J ブルークレジット** (J Blue Credit) table counts per
         species the bed area, mean cover, credited area (area x cover) and CO2 = credited area x the species'
         coefficient.
 
