@@ -1,8 +1,9 @@
 """Pipe layer from iPhone scans of excavations: noise removal and ICP between scans (open3d), the ground, walls and
-floor as RANSAC planes, then pipes as cylinders in what is left: DBSCAN clusters, a PCA axis, an algebraic circle
-fit on the points projected across the axis, refined by least squares on axis and radius together, then the
-circle and the axis direction by maximum likelihood (circle_ml: consistent on short noisy arcs), bends split into
-straight pieces, diameters snapped to nominal sizes. Thresholds in pipes.yaml."""
+floor as RANSAC planes, then pipes as cylinders in what is left: DBSCAN clusters, in each the pipes one at a time
+(find_cylinders: sharpest projection direction, the circle most points lie on, runs along the axis; a bend's legs
+come out as straight pieces), a cylinder fitted by least squares on axis and radius together, then the circle and
+the axis direction by maximum likelihood on the unthinned points off the planes (circle_ml: consistent on short
+noisy arcs), diameters snapped to nominal sizes. Thresholds in pipes.yaml."""
 from __future__ import annotations
 
 
@@ -82,8 +83,8 @@ def register(scans: list[np.ndarray], cfg: dict) -> tuple[list[np.ndarray], list
 
 # ------------------------------------------------------------------------------------------------ planes
 def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
-    """Ground, walls and floor: RANSAC planes, largest first; a plane whose inliers do not fill a surface (the
-    tops of pipes at one height form strips) is set aside and its points stay for the pipes. Returns (planes,
+    """Ground, walls (vertical or battered) and floor: RANSAC planes, largest first; a plane whose inliers do not
+    fill a surface (the tops of pipes at one height form strips) is set aside and its points stay for the pipes. Returns (planes,
     mask of points left)."""
     pc_cfg = cfg["planes"]
     rng = np.random.default_rng(0)
@@ -106,8 +107,12 @@ def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
             continue
         a, b, c, d = model
         nz = abs(c) / np.linalg.norm([a, b, c])
-        kind = "horizontal" if nz >= pc_cfg["horizontal_min_nz"] else ("wall" if nz < 0.3 else None)
-        if kind is None:  # a tilted plane through the trench would cut pipes; leave its points
+        # a steep surface (battered walls cut back in loose ground, 1:0.3-1:1) is set aside with the walls: left
+        # in, its points made clusters metres across that held the pipes. A gentler tilted plane is left alone:
+        # it may be one laid across the tops of two pipes (12 deg between a 150 and a 200 mm pipe 0.5 m apart)
+        kind = "horizontal" if nz >= pc_cfg["horizontal_min_nz"] else \
+            "wall" if nz < 0.3 else "sloped" if nz <= pc_cfg["battered_max_nz"] else None
+        if kind is None:
             continue
         planes.append({"model": [float(v) for v in model], "kind": kind, "points": int(len(inl)),
                        "mean_z": float(pts[:, 2].mean()), "idx": inl})
@@ -168,6 +173,18 @@ def _is_surface(pts: np.ndarray, cell: float = 0.1) -> bool:
     return occupied / ((ia.max() + 1) * (ib.max() + 1)) >= 0.6
 
 
+def off_planes(pts: np.ndarray, planes: list[dict], xyz: np.ndarray, distance: float) -> np.ndarray:
+    """`pts` without those on the planes (within `distance` of a plane, inside its inliers' box grown by 5 cm):
+    the fits around a pipe then take no floor under a pipe lying on it, nor wall where it enters one (a 100 mm
+    pipe half sunk in the floor was refitted on its floor as a 3.5 m cylinder)."""
+    keep = np.ones(len(pts), bool)
+    for p in planes:
+        box = xyz[p["idx"]]
+        inside = np.all((pts >= box.min(0) - 0.05) & (pts <= box.max(0) + 0.05), axis=1)
+        keep &= ~(inside & (np.abs(pts @ np.asarray(p["model"][:3]) + p["model"][3]) <= distance))
+    return pts[keep]
+
+
 def ground_model(planes: list[dict], xyz: np.ndarray):
     """Least-squares plane through the inliers of all ground pieces: (a, b, c) of z = a x + b y + c."""
     idx = np.concatenate([p["idx"] for p in planes if p["kind"] == "ground"]) if any(
@@ -207,15 +224,17 @@ def circle_fit(p2: np.ndarray) -> tuple[float, float, float]:
     return float(cx), float(cy), float(np.sqrt(max(c + cx * cx + cy * cy, 1e-12)))
 
 
-def cylinder_fit(pts: np.ndarray) -> dict:
-    """Axis by PCA, circle by the algebraic fit across it, then least squares on axis direction, position and
-    radius together; the radius is corrected for the noise (distances to an axis are biased up by
-    sigma^2 / 2r). Returns axis point, direction, radius, RMS, share of circumference seen and axis ends."""
+def cylinder_fit(pts: np.ndarray, direction=None) -> dict:
+    """Axis by PCA (or the `direction` given: a short thick piece's PCA axis runs across it), circle by the
+    algebraic fit across it, then least squares on axis direction, position and radius together; the radius is
+    corrected for the noise (distances to an axis are biased up by sigma^2 / 2r). Returns axis point, direction,
+    radius, RMS, share of circumference seen and axis ends."""
     from scipy.optimize import least_squares
 
     c0 = pts.mean(0)
-    w, v = np.linalg.eigh(np.cov((pts - c0).T))
-    d, u, vv = _frame(v[:, -1])
+    if direction is None:
+        direction = np.linalg.eigh(np.cov((pts - c0).T))[1][:, -1]
+    d, u, vv = _frame(np.asarray(direction, float))
     q = pts - c0
     p2 = np.column_stack([q @ u, q @ vv])
     cx, cy, r = circle_fit(p2)
@@ -410,8 +429,8 @@ def extract_pipes(xyz: np.ndarray, cfg: dict, full: np.ndarray | None = None,
     found = []
     for k in range(labels.max() + 1):
         if (labels == k).sum() >= pc["cluster_min_points"]:
-            found += _pieces(rest[labels == k], cfg, depth=0)
-    src = rest if full is None else full
+            found += find_cylinders(rest[labels == k], cfg, noise or 0.01)
+    src = rest if full is None else off_planes(full, planes, xyz, cfg["planes"]["distance_m"])
     lo, hi = pc["diameter_range_mm"]
     # the refits take seconds each: a piece far outside the diameter range (leftovers of walls and floor on a
     # dense scan, metres across) stays out whatever they would give
@@ -492,17 +511,188 @@ def merge_collinear(found: list[dict], cfg: dict) -> list[dict]:
     return out
 
 
-def _pieces(pts, cfg, depth):
-    """A cluster's cylinder, or two along its axis when it bends (fit RMS over bend_rms_m)."""
-    pc = cfg["pipes"]
-    if len(pts) < pc["cluster_min_points"]:
+# ------------------------------------------------------------------------------------------------ detection
+# A cluster left after the planes may hold several pipes (two side by side along a trench, joined by the end
+# walls' leftovers; one crossing another) and leftovers of walls and floor. One cylinder per cluster fitted
+# them all as one (a 3 m wide "pipe" across the trench). So pipes are found one at a time, as in the two-step
+# Hough of Rabbani & van den Heuvel (2005), with the axis direction taken from the points rather than from their
+# normals (at 1.5 cm noise a 50 mm pipe's normals are noise): the direction along which the points' projection
+# is sharpest (a pipe of any length collapses to its arc), then in that projection the circle the most points
+# lie on (their density correlated with rings of each radius), then the points on it cut into runs along the
+# axis. Each run is a candidate; its points leave the cluster and the search goes on in what is left.
+
+def _grid_directions(az, tilt) -> np.ndarray:
+    a, t = np.meshgrid(np.radians(az), np.radians(tilt), indexing="ij")
+    return np.column_stack([(np.cos(t) * np.cos(a)).ravel(), (np.cos(t) * np.sin(a)).ravel(), np.sin(t).ravel()])
+
+
+def _sharpness(q: np.ndarray, dirs: np.ndarray, cell: float) -> np.ndarray:
+    """For each direction, the mean count of the cell a point falls in when the points are projected along it
+    onto a grid of `cell` (sum of counts squared over points): highest where long straight things line up."""
+    out = np.empty(len(dirs))
+    for k, d in enumerate(dirs):
+        _, u, w = _frame(d)
+        a = np.floor(q @ u / cell).astype(np.int64)
+        b = np.floor(q @ w / cell).astype(np.int64)
+        a -= a.min()
+        b -= b.min()
+        n = np.bincount(a * (b.max() + 1) + b).astype(float)
+        out[k] = (n * n).sum() / len(q)
+    return out
+
+
+def axis_directions(q: np.ndarray, sigma: float, max_tilt: float, picks: int = 8,
+                    max_points: int = 20000) -> list[np.ndarray]:
+    """Directions along which the points line up, sharpest first: the `picks` best of a 4 deg grid of azimuths
+    and tilts up to `max_tilt` on 6 cm cells (at least 8 deg apart), each refined on 1 deg / 2.5 cm, then
+    0.25 deg / noise-sized cells (a 4 m pipe 0.25 deg off smears its arc by 1.7 cm), then ranked by the fine
+    sharpness. On the coarse cells the two legs of a bend line up best between them, where they overlap; on
+    the fine cells each leg alone is sharper."""
+    if len(q) > max_points:
+        q = q[np.random.default_rng(0).choice(len(q), max_points, replace=False)]
+    tilt = np.arange(-max_tilt, max_tilt + 1e-9, 4.0)
+    coarse = _grid_directions(np.arange(0.0, 180.0, 4.0), tilt)
+    order = np.argsort(-_sharpness(q, coarse, 0.06))
+    chosen = []
+    for i in order:
+        if all(abs(coarse[i] @ c) < np.cos(np.radians(8)) for c in chosen):
+            chosen.append(coarse[i])
+            if len(chosen) == picks:
+                break
+    out, sharp = [], []
+    for d in chosen:
+        for step, span, cell in ((1.0, 4.0, 0.025), (0.25, 1.0, max(sigma, 0.006))):
+            az0 = np.degrees(np.arctan2(d[1], d[0]))
+            t0 = np.degrees(np.arcsin(np.clip(d[2], -1, 1)))
+            offs = np.arange(-span, span + 1e-9, step)
+            cand = _grid_directions(az0 + offs, t0 + offs)
+            sc = _sharpness(q, cand, cell)
+            d = cand[int(np.argmax(sc))]
+        if all(abs(d @ o) < np.cos(np.radians(2)) for o in out):
+            out.append(d if d[0] > 0 or (d[0] == 0 and d[1] >= 0) else -d)
+            sharp.append(sc.max())
+    return [out[i] for i in np.argsort(sharp)[::-1]]
+
+
+def _ring_scores(p2: np.ndarray, radii: np.ndarray, s: float, cell: float):
+    """The points' density on a grid (cell m), correlated with a ring of each radius whose profile across is the
+    noise's Gaussian: score[k, i, j] ~ the number of points on the circle of radius radii[k] about cell (i, j)."""
+    from scipy.signal import fftconvolve
+
+    pad = radii.max() + 3 * s
+    lo = p2.min(0) - pad
+    shape = np.ceil((p2.max(0) + pad - lo) / cell).astype(int) + 1
+    ij = np.floor((p2 - lo) / cell).astype(int)
+    img = np.zeros(shape, np.float32)
+    np.add.at(img, (ij[:, 0], ij[:, 1]), 1.0)
+    scores = np.empty((len(radii), *shape), np.float32)
+    for k, r in enumerate(radii):
+        h = int(np.ceil((r + 3 * s) / cell))
+        g = np.arange(-h, h + 1) * cell
+        rho = np.hypot(*np.meshgrid(g, g, indexing="ij"))
+        ring = np.exp(-0.5 * ((rho - r) / s) ** 2).astype(np.float32)
+        scores[k] = fftconvolve(img, ring, mode="same")
+    return scores, lo
+
+
+def _runs(t: np.ndarray, ang: np.ndarray, min_length: float, gap: float,
+          step: float = 0.05) -> list[tuple[float, float]]:
+    """Stretches along an axis where points on a circle go on (bins of `step` holding a quarter of a typical
+    bin, their angles about the circle centred within 30 deg of where the whole arc is centred), gaps up to
+    `gap` bridged (a shadow across the trench); those at least `min_length` long. Past a bend the next leg
+    crosses the circle on one side only: the angle test ends the run there, where the count alone ran on."""
+    if len(t) == 0:
         return []
-    f = cylinder_fit(pts)
-    length = float(f["t"].max() - f["t"].min())
-    if f["rms"] > pc["bend_rms_m"] and length > 2 * pc["min_length_m"] and depth < 3:
-        mid = np.median(f["t"])
-        return _pieces(pts[f["t"] < mid], cfg, depth + 1) + _pieces(pts[f["t"] >= mid], cfg, depth + 1)
-    return [f]
+    edges = np.arange(t.min(), t.max() + step, step)
+    if len(edges) < 2:
+        return []
+    n = np.histogram(t, edges)[0]
+    z = np.exp(1j * np.radians(ang))
+    mid = np.angle(z.mean())
+    zb = np.histogram(t, edges, weights=z.real)[0] + 1j * np.histogram(t, edges, weights=z.imag)[0]
+    centred = np.abs(np.angle(zb * np.exp(-1j * mid))) <= np.radians(30)
+    on = (n >= max(2.0, 0.25 * np.percentile(n[n > 0], 75))) & centred
+    idx = np.flatnonzero(on)
+    runs, start = [], idx[0]
+    for a, b in zip(idx[:-1], idx[1:]):
+        if (b - a - 1) * step > gap:
+            runs.append((start, a))
+            start = b
+    runs.append((start, idx[-1]))
+    return [(edges[a], edges[b + 1]) for a, b in runs if edges[b + 1] - edges[a] >= min_length]
+
+
+def _arc_seen(ang_deg: np.ndarray) -> float:
+    """Degrees of circumference holding points: 10 deg bins with a fifth of the fullest."""
+    hist = np.bincount((np.asarray(ang_deg) % 360 // 10).astype(int), minlength=36)
+    return float((hist >= max(3, 0.2 * hist.max())).sum() * 10)
+
+
+def find_cylinders(pts: np.ndarray, cfg: dict, sigma: float) -> list[dict]:
+    """Cylinder candidates in one cluster, one at a time (see above): each a cylinder_fit on the points of one
+    run along one circle, fitted along the direction it was found in."""
+    pc = cfg["pipes"]
+    lo_mm, hi_mm = pc["diameter_range_mm"]
+    s = max(sigma, 0.005)
+    cell = float(np.clip(s / 2, 0.005, 0.01))
+    left = np.arange(len(pts))
+    found = []
+    for _ in range(pc["max_pipes_per_cluster"]):
+        if len(left) < pc["cluster_min_points"]:
+            break
+        q = pts[left]
+        taken = None
+        for d in axis_directions(q - q.mean(0), s, pc["max_tilt_deg"]):
+            _, u, w = _frame(d)
+            p2 = np.column_stack([q @ u, q @ w])
+            t = q @ d
+            extent = float(np.max(np.ptp(p2, 0)))
+            radii = lo_mm / 2000 * 0.8 * 1.06 ** np.arange(80)
+            radii = radii[radii <= min(hi_mm / 2000 * 1.1, extent)]
+            if not len(radii):
+                continue
+            scores, origin = _ring_scores(p2, radii, s, cell)
+            for _try in range(pc["ring_tries"]):
+                k, i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+                if scores[k, i, j] < pc["cluster_min_points"] / 2:
+                    break
+                r, centre = radii[k], origin + (np.array([i, j]) + 0.5) * cell
+                # the peak's neighbourhood (centre within half the radius, radius within 30 %) is done with
+                near_r = np.abs(np.log(radii / r)) <= np.log(1.3)
+                h = max(1, int(0.5 * r / cell))
+                scores[near_r, max(0, i - h):i + h + 1, max(0, j - h):j + h + 1] = 0
+                rel = p2 - centre
+                on = np.abs(np.hypot(*rel.T) - r) <= 2.5 * s
+                ang = np.degrees(np.arctan2(rel[on, 1], rel[on, 0]))
+                picked = []
+                for a, b in _runs(t[on], ang, pc["min_length_m"], pc["shadow_gap_m"]):
+                    inrun = (t[on] >= a) & (t[on] <= b)
+                    sel = np.flatnonzero(on)[inrun]
+                    if len(sel) < pc["cluster_min_points"] or _arc_seen(ang[inrun]) < pc["min_arc_deg"]:
+                        continue
+                    # a ring in a projection along a wrong direction (between the two legs of a bend) gathers
+                    # pieces of several things: the cylinder fitted to them then leaves the direction, the
+                    # radius or the arc it was found with
+                    f = cylinder_fit(q[sel], direction=d)
+                    if abs(f["direction"] @ d) >= np.cos(np.radians(3)) and abs(np.log(f["radius"] / r)) <= \
+                            np.log(1.35) and f["arc_deg"] >= pc["min_arc_deg"] and f["rms"] <= pc["max_rms_m"]:
+                        picked.append(f)
+                if picked:
+                    taken = picked
+                    break
+            if taken:
+                break
+        if not taken:
+            break
+        found += taken
+        # the fitted cylinders' points leave the cluster (within 3 noise sd of their surfaces, along them)
+        gone = np.zeros(len(q), bool)
+        for f in taken:
+            tt = (q - f["point"]) @ f["direction"]
+            gone |= (np.abs(_off_axis(q, f["point"], f["direction"]) - f["radius"]) <= 3 * s) & \
+                (tt >= f["t"].min()) & (tt <= f["t"].max())
+        left = left[~gone]
+    return found
 
 
 def snap(diameter_mm: float, cfg: dict) -> int | None:
