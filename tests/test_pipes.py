@@ -335,3 +335,15 @@ def test_battered_trench_bend_bedded_pipe_and_service_pipe(tmp_path):
     scene.pipes[1]["diameter"] = bedded[1]["diameter_mm"] / 1000  # held to its own tolerance above
     check_scene(rows, scene)
     assert sorted(r["nominal_mm"] for r in rows) == [50, 150, 150, 150]
+
+
+def test_scan_without_height_reference_is_told_what_is_missing(tmp_path, eval_dir, capsys):
+    """A scan in EPSG:6676 whose file records no vertical CRS: refused with a message that names the missing
+    piece (the height reference) and the options that give it, not "a local frame"; --height orthometric is the
+    option `pcpipe pipes` takes for it (the stage runs on it in test_shared_eval_scene)."""
+    from pipeline.cli import main
+
+    rc = main(["pipes", str(eval_dir / "pipes" / "wide_pit_mixed.laz"), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "wide_pit_mixed.laz" in err and "no height reference" in err and "--height orthometric" in err
+    assert "local frame: give control points" not in err
