@@ -51,7 +51,8 @@ class Excavation:
         y = oy + p["y"]
         zs = self.ground(ox, y) + p["z"]
         out = self.batter * (self.depth + p["z"])  # the wall at the axis's depth
-        return np.array([ox - out, y, zs]), np.array([ox + self.length + out, y, zs + p["slope"] * (self.length + 2 * out)])
+        return (np.array([ox - out, y, zs]),
+                np.array([ox + self.length + out, y, zs + p["slope"] * (self.length + 2 * out)]))
 
     def segments(self, p):
         """The straight pieces of a pipe's axis: one, or two meeting at `bend_at` metres along the trench where

@@ -84,8 +84,8 @@ def register(scans: list[np.ndarray], cfg: dict) -> tuple[list[np.ndarray], list
 # ------------------------------------------------------------------------------------------------ planes
 def find_planes(xyz: np.ndarray, cfg: dict) -> tuple[list[dict], np.ndarray]:
     """Ground, walls (vertical or battered) and floor: RANSAC planes, largest first; a plane whose inliers do not
-    fill a surface (the tops of pipes at one height form strips) is set aside and its points stay for the pipes. Returns (planes,
-    mask of points left)."""
+    fill a surface (the tops of pipes at one height form strips) is set aside and its points stay for the pipes.
+    Returns (planes, mask of points left)."""
     pc_cfg = cfg["planes"]
     rng = np.random.default_rng(0)
     left = np.ones(len(xyz), bool)
