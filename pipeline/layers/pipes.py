@@ -613,6 +613,8 @@ def _runs(t: np.ndarray, ang: np.ndarray, min_length: float, gap: float,
     centred = np.abs(np.angle(zb * np.exp(-1j * mid))) <= np.radians(30)
     on = (n >= max(2.0, 0.25 * np.percentile(n[n > 0], 75))) & centred
     idx = np.flatnonzero(on)
+    if not len(idx):  # every bin one-sided or sparse: no run
+        return []
     runs, start = [], idx[0]
     for a, b in zip(idx[:-1], idx[1:]):
         if (b - a - 1) * step > gap:
@@ -691,6 +693,8 @@ def find_cylinders(pts: np.ndarray, cfg: dict, sigma: float) -> list[dict]:
             tt = (q - f["point"]) @ f["direction"]
             gone |= (np.abs(_off_axis(q, f["point"], f["direction"]) - f["radius"]) <= 3 * s) & \
                 (tt >= f["t"].min()) & (tt <= f["t"].max())
+        if not gone.any():  # nothing taken away: the next round would find the same cylinders
+            break
         left = left[~gone]
     return found
 
