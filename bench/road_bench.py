@@ -56,7 +56,7 @@ def real_street(data: str, seeds=range(5, 11)):
     import numpy as np
 
     from pipeline.layers import road as R
-    from pipeline.roadscene import cast_depth_map, detect, press_casts, read_amsterdam, score
+    from pipeline.roadscene import cast_depth_map, detect, read_amsterdam, score_casts
 
     cfg = R.load_config()
     tile = os.path.join(data, "mms", "cyclomedia_ams_road_ground_labelled_2293_9698.laz")
@@ -69,15 +69,8 @@ def real_street(data: str, seeds=range(5, 11)):
     print("intact street: " + ", ".join(f"{t} {sum(a['type'] == t for a in own)}" for t in ("pothole", "bump", "step",
                                                                                           "crack")))
     shape = cast_depth_map(cast)
-    tp = fp = fn = 0
-    depth, area = [], []
-    for seed in seeds:
-        cols = {k: v.copy() for k, v in street.items()}
-        truths = press_casts(cols, label, shape, seed)
-        r = score([a for a in detect(cols, cfg) if a["type"] == "pothole"], truths, R.centre)
-        tp, fp, fn = tp + r["tp"], fp + r["fp"], fn + r["fn"]
-        depth += r["depth_err"]
-        area += r["area_err"]
+    r = score_casts(street, label, shape, seeds, cfg)
+    tp, fp, fn, depth, area = r["tp"], r["fp"], r["fn"], r["depth_err"], r["area_err"]
     prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     print(f"cast potholes in the raw street, seeds {seeds.start}-{seeds.stop - 1}: {tp + fn} pressed, {tp} found, "
           f"{fp} false; precision {prec:.3f}, recall {rec:.3f}, F1 {2 * tp / max(2 * tp + fp + fn, 1):.3f}; "

@@ -274,6 +274,21 @@ def score(found: list[dict], truths: list[dict], centre, match_m: float = 0.5) -
             "area_err": area}
 
 
+def score_casts(street: dict, label: np.ndarray, depth_map: np.ndarray, seeds, cfg: dict) -> dict:
+    """Casts pressed into a copy of the street per seed, the layer run on it, every pothole it reports scored
+    (score); the counts summed and the errors pooled over the seeds."""
+    from .layers import road as R
+
+    total = {"tp": 0, "fp": 0, "fn": 0, "depth_err": [], "area_err": []}
+    for seed in seeds:
+        cols = {k: v.copy() for k, v in street.items()}
+        truths = press_casts(cols, label, depth_map, seed)
+        r = score([a for a in detect(cols, cfg) if a["type"] == "pothole"], truths, R.centre)
+        for k in total:
+            total[k] += r[k]
+    return total
+
+
 def cast_depth_map(ply_path: str, cells: int = 64) -> np.ndarray:
     """The top surface of the scanned pothole cast (a gypsum negative of a real pothole) as a depth map on a
     cells x cells grid, 0 outside, 1 at its deepest; gaps inside filled harmonically."""
