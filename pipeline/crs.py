@@ -322,9 +322,9 @@ class Reprojector:
         if height == "chart_datum":
             if cd_offset is None:
                 raise HeightError("soundings are relative to chart datum but no chart_datum_to_tp offset is "
-                                  "configured for this survey (height of chart datum in T.P., metres): set chart_datum_to_tp "
-                                  "under the source's profile in --config, or give --height orthometric if the "
-                                  "heights are already T.P.")
+                                  "configured for this survey (height of chart datum in T.P., metres): set "
+                                  "chart_datum_to_tp under the source's profile in --config, or give --height "
+                                  "orthometric if the heights are already T.P.")
             if epsg_of(t.vertical) != TP_VERTICAL:
                 raise HeightError("chart-datum soundings can only be brought to T.P. heights")
             return HeightPlan(height, None, 1.0, offset=float(cd_offset), vertical_datum=t.vertical.name)

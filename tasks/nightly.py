@@ -46,7 +46,7 @@ import yaml
 
 from pipeline.manifest import Manifest, file_sha256, stat_of
 from pipeline.stages.run import LAYERS
-from pipeline.stages.tile import AllQuarantined
+from pipeline.stages.tile import AllQuarantined, quarantine_records
 
 log = logging.getLogger("pcpipe.nightly")
 SOURCES = ("als", "mms", "mbes", "iphone")
@@ -323,8 +323,7 @@ def _quarantined(run_dir: str, source: str | None, s: dict) -> list[dict]:
     if path and os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             res = json.load(f).get("results") or []
-    out = [{"path": r.get("input") or r.get("path"), "code": r.get("code"), "reason": r.get("reason")}
-           for r in res if r.get("status") in ("quarantined", "duplicate")]
+    out = quarantine_records(r for r in res if r.get("status") in ("quarantined", "duplicate"))
     for r in s.get("refused") or []:  # pipes: scans refused (e.g. a wrong control point)
         out.append({"path": r.get("input"), "code": r.get("code", "refused"), "reason": r.get("reason")})
     return out
@@ -376,9 +375,7 @@ def nightly(cfg: dict, *, quiet: bool = False, force: bool = False, only: list[s
                         s = _run_step(st, cfg, inputs, quiet)
                     except AllQuarantined as e:  # every input refused: the files and reasons, not a failure
                         rec.update(status="quarantined", error=str(e))
-                        summary["quarantined"] += [{"path": r.get("input"), "code": r.get("code") or r.get("was"),
-                                                    "reason": r.get("reason"), "stage": st["name"]}
-                                                   for r in e.refused]
+                        summary["quarantined"] += [dict(q, stage=st["name"]) for q in quarantine_records(e.refused)]
                         log.error("stage %s: %s", st["name"], e)
                         with Manifest(run_dir) as man:  # the same files are refused the same way tomorrow
                             man.set_state(f"nightly:{st['name']}", st["fp"])

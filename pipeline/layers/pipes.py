@@ -259,9 +259,7 @@ def cylinder_fit(pts: np.ndarray, direction=None) -> dict:
         dd = -dd
     t = (pts - p0) @ dd
     rel = pts - p0 - np.outer(t, dd)
-    ang = np.degrees(np.arctan2(rel @ ww, rel @ uu)) % 360
-    hist = np.bincount((ang // 10).astype(int), minlength=36)
-    arc = float((hist >= max(3, 0.2 * hist.max())).sum() * 10)  # bins holding a fifth of the fullest: noise spills
+    arc = _arc_seen(np.degrees(np.arctan2(rel @ ww, rel @ uu)))  # a fifth of the fullest bin: noise spills
     return {"point": p0, "direction": dd, "radius": rad_corr, "rms": rms, "arc_deg": arc, "points": len(pts),
             "start": p0 + t.min() * dd, "end": p0 + t.max() * dd, "t": t, "pts": pts}
 

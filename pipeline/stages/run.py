@@ -52,7 +52,7 @@ def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=
         quiet=False, layer_options: dict | None = None, tile_options: dict | None = None) -> dict:
     """inputs: {source kind: [paths]}. stages: names from LAYERS (default: every layer whose source has inputs).
     Every source given is tiled: by its layer stage, or on its own when no stage reads it."""
-    from .tile import AllQuarantined, tile
+    from .tile import AllQuarantined, quarantine_records, tile
 
     if not any(inputs.values()):
         raise ValueError("no inputs given: pass at least one of --als, --mms, --mbes, --iphone")
@@ -70,9 +70,8 @@ def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=
 
             s = tile(paths, out_dir, source, **common, **(tile_options or {}).get(source, {}))
             summary["tile"][source] = {k: v for k, v in s.items() if k != "results"}
-            summary["tile"][source]["quarantined_files"] = [
-                {"path": r.get("path"), "code": r.get("code"), "reason": r.get("reason")}
-                for r in s["results"] if r["status"] == "quarantined"]
+            summary["tile"][source]["quarantined_files"] = quarantine_records(
+                r for r in s["results"] if r["status"] == "quarantined")
     summary["quarantined_layers"] = {}
     for name in wanted:
         opts = dict(common, **(layer_options or {}).get(name, {}), **(tile_options or {}).get(LAYERS[name], {}))
@@ -81,9 +80,7 @@ def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=
         except AllQuarantined as e:  # every input of this layer refused: say so, and go on with the others
             t = e.summary
             summary["tile"][LAYERS[name]] = dict({k: v for k, v in t.items() if k != "results"},
-                                                 quarantined_files=[{"path": r.get("input"),
-                                                                     "code": r.get("code") or r.get("was"),
-                                                                     "reason": r.get("reason")} for r in e.refused])
+                                                 quarantined_files=quarantine_records(e.refused))
             summary["quarantined_layers"][name] = {"message": str(e), "lines": e.lines()}
             continue
         summary["layers"][name] = {k: v for k, v in s.items() if k not in ("tile", "config", "sheets")}

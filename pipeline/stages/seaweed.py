@@ -80,8 +80,8 @@ def quicklook(path, grid, prod, species, bed):
 
 
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, dive_crs: str | None = None,
-            baseline: str | None = None, reference: str | None = None, survey: dict | None = None, config_path: str | None = None, workers=None, scheduler=None, quiet=False,
-            **tile_opts) -> dict:
+            baseline: str | None = None, reference: str | None = None, survey: dict | None = None,
+            config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
     from .terrain import write_cog
 
     cfg = S.load_config(config_path)

@@ -40,6 +40,13 @@ class SettingsError(ValueError):
     pass
 
 
+def quarantine_records(rows) -> list[dict]:
+    """Refused inputs of a tile summary's results as the run and night summaries list them: path, code (or the
+    status an earlier run gave an unchanged file), reason."""
+    return [{"path": r.get("input") or r.get("path"), "code": r.get("code") or r.get("was"), "reason": r.get("reason")}
+            for r in rows]
+
+
 class AllQuarantined(ValueError):
     """Every input of a layer stage was refused and no earlier run left a sheet: nothing to analyse. Carries the
     tile summary, so that the caller can print the quarantine lines (the CLI exits with status 2)."""
