@@ -431,9 +431,12 @@ def extract_pipes(xyz: np.ndarray, cfg: dict, full: np.ndarray | None = None,
     src = rest if full is None else off_planes(full, planes, xyz, cfg["planes"]["distance_m"])
     lo, hi = pc["diameter_range_mm"]
     # the refits take seconds each: a piece far outside the diameter range (leftovers of walls and floor on a
-    # dense scan, metres across) stays out whatever they would give
-    found = [refine_radius(recollect(f, src), src, max_points=pc["fit_max_points"])
-             for f in merge_collinear(found, cfg) if lo / 2 <= 2000 * f["radius"] <= 2 * hi]
+    # dense scan, metres across) stays out whatever they would give, and so does one whose recollected points
+    # scatter past max_rms_m (the refit keeps that RMS, which refuses it below; on the real chair scan five such
+    # pieces took 130 s of likelihood fits)
+    found = [recollect(f, src) for f in merge_collinear(found, cfg) if lo / 2 <= 2000 * f["radius"] <= 2 * hi]
+    found = [refine_radius(f, src, max_points=pc["fit_max_points"]) if f["rms"] <= pc["max_rms_m"] else f
+             for f in found]
     pipes = []
     for f in found:
         dia = 2000 * f["radius"]
