@@ -221,17 +221,65 @@ def check_plausible(crs: CRS, xyz_min, xyz_max) -> list[Finding]:
         lon, lat = to_lonlat(crs, [nx, mx, (nx + mx) / 2], [ny, my, (ny + my) / 2])
     except Exception as e:  # noqa: BLE001 - any PROJ failure means the CRS cannot place these points
         return [Finding("error", "crs-mismatch", f"coordinates cannot be placed with {h.name}: {e}")]
-    aou = h.area_of_use or crs.area_of_use
+    aou = area_of_use(h)
     if not np.all(np.isfinite([*lon, *lat])):
-        return [Finding("error", "crs-mismatch", f"coordinates fall outside the valid domain of {h.name}")]
-    if aou is not None:
+        return [Finding("error", "crs-mismatch", f"coordinates fall outside the valid domain of {h.name}"
+                                                 f"{unit_hint(h, nx, ny, mx, my)}")]
+    if aou is not None and not _inside(aou, lon[2], lat[2], 2.0):  # 2 deg: surveys near a zone edge are normal
         w, s, e, n = aou.bounds
-        m = 2.0  # degrees of tolerance: surveys near a zone edge are normal
-        if lon[2] < w - m or lon[2] > e + m or lat[2] < s - m or lat[2] > n + m:
-            return [Finding("error", "crs-out-of-area",
-                            f"points lie at lon {lon[2]:.3f}, lat {lat[2]:.3f}, outside the area of use of {h.name} "
-                            f"({w:g}..{e:g} E, {s:g}..{n:g} N): the declared CRS is probably wrong")]
+        return [Finding("error", "crs-out-of-area",
+                        f"points lie at lon {lon[2]:.3f}, lat {lat[2]:.3f}, outside the area of use of {h.name} "
+                        f"({w:g}..{e:g} E, {s:g}..{n:g} N): the declared CRS is probably wrong"
+                        f"{unit_hint(h, nx, ny, mx, my)}")]
     return []
+
+
+def area_of_use(h: CRS):
+    """Area of use of a horizontal CRS. A CRS parsed from WKT1 (LAS VLRs, compound parts) carries none; its EPSG
+    code's, then its geodetic CRS's, stands in (NAD83 for a State Plane zone: coarse, but it places a continent)."""
+    for c in (h, h.geodetic_crs):
+        if c is None:
+            continue
+        if c.area_of_use is not None:
+            return c.area_of_use
+        code = c.to_epsg(min_confidence=70)
+        if code is not None:
+            try:
+                a = CRS.from_epsg(code).area_of_use
+            except pyproj.exceptions.CRSError:
+                a = None
+            if a is not None:
+                return a
+    return None
+
+
+def _inside(aou, lon, lat, margin: float) -> bool:
+    w, s, e, n = aou.bounds
+    if w > e:  # crosses the antimeridian
+        return (lon >= w - margin or lon <= e + margin) and s - margin <= lat <= n + margin
+    return w - margin <= lon <= e + margin and s - margin <= lat <= n + margin
+
+
+def unit_hint(h: CRS, nx, ny, mx, my) -> str:
+    """Advice naming the likely cause when projected coordinates fall outside their CRS's area: read in another
+    linear unit (feet in a metre CRS, metres in a feet CRS) they would fall inside."""
+    aou = area_of_use(h)
+    if aou is None or not h.is_projected:
+        return ""
+    own = _axis_factor(h)
+    cx, cy = (nx + mx) / 2, (ny + my) / 2
+    for name, f in (("US survey feet", 1200 / 3937), ("feet", 0.3048), ("metres", 1.0)):
+        if abs(f - own) < 1e-9 or (name == "feet" and abs(own - 1200 / 3937) < 1e-6):
+            continue
+        try:
+            lon, lat = to_lonlat(h, [cx * f / own], [cy * f / own])
+        except Exception:  # noqa: BLE001 - no hint where PROJ cannot place them
+            continue
+        if np.isfinite(lon[0]) and _inside(aou, lon[0], lat[0], 0.5):
+            unit = h.axis_info[0].unit_name if h.axis_info else "unknown unit"
+            return (f"; the coordinates look like {name} in a CRS whose unit is {unit}: give the CRS with the "
+                    f"right unit with --crs")
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------- reprojection
@@ -250,6 +298,25 @@ class Target:
             return CRS.from_epsg(10169)
         return CRS.from_json_dict({"type": "CompoundCRS", "name": f"{self.crs.name} + {self.vertical.name}",
                                    "components": [self.crs.to_json_dict(), self.vertical.to_json_dict()]})
+
+    @property
+    def z_unit_m(self) -> float:
+        """Metres per unit of the output z: the vertical axis's unit, else (LAS convention) the horizontal one's
+        for a projected CRS, metres for a geographic one (mvk-thin.las: EPSG:2255 heights are US survey feet)."""
+        if self.vertical is not None:
+            return _axis_factor(self.vertical)
+        return _axis_factor(self.crs) if self.crs.is_projected else 1.0
+
+
+def las_scales(crs: CRS | None) -> np.ndarray:
+    """LAS scale factors for points in `crs`: 1e-8 degree (about 1 mm) for geographic x/y, else a thousandth of the
+    axis unit (1 mm, or 0.001 ft); z a thousandth of its unit. A 1 mm scale on degrees would move points by 50 m.
+    At 1e-8 degree an int32 spans 21 degrees either side of the offset: a survey, not a continent."""
+    if crs is None:
+        return np.array([0.001] * 3)
+    h, _ = split(crs)
+    xy = 1e-8 if h.is_geographic else 0.001
+    return np.array([xy, xy, 0.001])
 
 
 def make_target(target: int | str | None = None, geoid: str | None = "GSIGEO2011") -> Target:
@@ -373,6 +440,8 @@ class Reprojector:
         ex, ny = self._xy.transform(x, y, errcheck=True)
         if len(ex) and not (np.all(np.isfinite(ex)) and np.all(np.isfinite(ny))):
             raise CRSError(f"reprojection to {self.target.crs.name} returned non-finite coordinates")
+        if self.target.z_unit_m != 1.0:
+            zz = zz / self.target.z_unit_m  # metres -> the target's vertical unit
         out = cloud.with_columns(x=np.asarray(ex), y=np.asarray(ny), z=np.asarray(zz))
         out.crs = self.target.output_crs
         out.height = "orthometric" if self.target.vertical is not None else p.kind
@@ -383,7 +452,7 @@ class Reprojector:
 def check_in_target(target: Target, src: CRS, cloud) -> None:
     """Refuse data that lie outside the target CRS's area of use (e.g. Amsterdam in Japan zone VIII) before
     anything is transformed. `cloud` is in `src`."""
-    aou = target.crs.area_of_use
+    aou = area_of_use(target.crs)
     if len(cloud) == 0 or aou is None:
         return
     b = cloud.bounds()
@@ -394,7 +463,12 @@ def check_in_target(target: Target, src: CRS, cloud) -> None:
     else:
         lon, lat = to_lonlat(src, [cx], [cy])
     w, s, e, n = aou.bounds
-    if not (w - 1 <= lon[0] <= e + 1 and s - 1 <= lat[0] <= n + 1):
+    if not _inside(aou, lon[0], lat[0], 1.0):
+        own = area_of_use(h)
+        if own is not None and not _inside(own, lon[0], lat[0], 2.0):  # the file's own CRS cannot place them
+            raise CRSError(f"points lie at lon {lon[0]:.3f}, lat {lat[0]:.3f}, outside the area of use of the "
+                           f"file's CRS {h.name} as well as the target's: the declared CRS is probably wrong"
+                           f"{unit_hint(h, b[0], b[1], b[3], b[4])}")
         raise CRSError(f"points lie at lon {lon[0]:.3f}, lat {lat[0]:.3f}, outside the area of use of the target "
                        f"{target.crs.name} ({w:g}..{e:g} E, {s:g}..{n:g} N); choose a --target-crs for the data's "
                        f"own region")

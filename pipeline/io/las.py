@@ -114,13 +114,16 @@ def _date_of(meta) -> dt.date | None:
 
 
 def make_header(first: PointCloud, provenance: dict, offsets=None) -> laspy.LasHeader:
-    """LAS 1.4 header for these columns: PDRF 6/7/8, extra bytes, 1 mm scale, WKT CRS, provenance VLR."""
+    """LAS 1.4 header for these columns: PDRF 6/7/8, extra bytes, scales for the CRS's unit, WKT CRS, provenance VLR."""
     header = laspy.LasHeader(point_format=output_pdrf(first.columns), version="1.4")
     header.add_extra_dims(_extra_params(first.columns, header.point_format.id))
-    header.scales = np.array([SCALE] * 3)
+    from ..crs import las_scales
+
+    header.scales = las_scales(first.crs)  # 1 mm of a metre or foot CRS; 1e-8 of a degree
     if offsets is None:
         b = first.bounds() or (0, 0, 0, 0, 0, 0)
-        offsets = np.floor(np.array(b[:3]) / 1000.0) * 1000.0
+        step = header.scales * 1e6  # 1 km, 0.01 degree: round, and far from the int32 limit
+        offsets = np.floor(np.array(b[:3]) / step) * step
     header.offsets = np.asarray(offsets, dtype=np.float64)
     if first.crs is not None:
         header.add_crs(first.crs)
