@@ -558,6 +558,27 @@ def main(argv=None) -> int:
         from tasks.nightly import LockHeld
 
         if not isinstance(e, LockHeld):
-            raise
+            return _internal_error(e)
         print(f"pcpipe: {e}", file=sys.stderr)
         return 4  # busy: another run holds the run directory (cron: try again later)
+    except KeyboardInterrupt:
+        print("pcpipe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug of ours: one line for the user, the trace kept for us
+        return _internal_error(e)
+
+
+def _internal_error(e: BaseException) -> int:
+    """An unexpected failure: one line on stderr naming where the full trace was written (exit status 3)."""
+    import tempfile
+    import time
+    import traceback
+
+    path = os.path.join(tempfile.gettempdir(), f"pcpipe-error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log")
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(" ".join(sys.argv) + "\n\n" + "".join(traceback.format_exception(e)))
+    except OSError:
+        path = "(could not be written)"
+    print(f"pcpipe: internal error: {type(e).__name__}: {str(e)[:200]}; full trace: {path}", file=sys.stderr)
+    return 3

@@ -267,15 +267,15 @@ def unit_hint(h: CRS, nx, ny, mx, my) -> str:
     if aou is None or not h.is_projected:
         return ""
     own = _axis_factor(h)
-    cx, cy = (nx + mx) / 2, (ny + my) / 2
+    xs, ys = np.array([nx, mx, (nx + mx) / 2, nx, mx]), np.array([ny, my, (ny + my) / 2, my, ny])
     for name, f in (("US survey feet", 1200 / 3937), ("feet", 0.3048), ("metres", 1.0)):
         if abs(f - own) < 1e-9 or (name == "feet" and abs(own - 1200 / 3937) < 1e-6):
             continue
-        try:
-            lon, lat = to_lonlat(h, [cx * f / own], [cy * f / own])
+        try:  # the whole extent must fit, not only its centre (a zone's origin lies inside its area)
+            lon, lat = to_lonlat(h, xs * f / own, ys * f / own)
         except Exception:  # noqa: BLE001 - no hint where PROJ cannot place them
             continue
-        if np.isfinite(lon[0]) and _inside(aou, lon[0], lat[0], 0.5):
+        if all(np.isfinite(a) and _inside(aou, a, b, 0.5) for a, b in zip(lon, lat)):
             unit = h.axis_info[0].unit_name if h.axis_info else "unknown unit"
             return (f"; the coordinates look like {name} in a CRS whose unit is {unit}: give the CRS with the "
                     f"right unit with --crs")
@@ -416,9 +416,9 @@ class Reprojector:
             return HeightPlan(height, None, 1.0, proj_3d=tr, vertical_datum=t.vertical.name)
         if height == "local":
             # the horizontal CRS is known here (a scan without one is refused before): only heights are missing
-            raise HeightError(f"the scan records {self.h2d.name} for x/y but no height reference (the iPhone profile "
-                              f"takes z as a local frame): give --height orthometric (T.P.) or ellipsoidal, a "
-                              f"compound --crs (e.g. 10169 = EPSG:6676 + T.P.), or control points (--gcp)")
+            raise HeightError(f"the scan is georeferenced in {self.h2d.name} but records no height reference: give "
+                              f"--height orthometric (T.P.) or ellipsoidal, a compound --crs (e.g. 10169 = "
+                              f"EPSG:6676 + T.P.), or control points (--gcp)")
         raise HeightError(f"the height reference of this file is unknown ({height}); set the source profile's "
                           f"'height' or give a compound --crs")
 

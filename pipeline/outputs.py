@@ -31,7 +31,17 @@ def write_csv(path: str, rows, fields) -> str:
     return path
 
 
-def feature_collection(features: list, name: str) -> dict:
-    """GeoJSON FeatureCollection in EPSG:6676 (named, as QGIS and GDAL read it)."""
-    return {"type": "FeatureCollection", "name": name,
-            "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6676"}}, "features": features}
+def feature_collection(features: list, name: str, crs) -> dict:
+    """GeoJSON FeatureCollection in the run's CRS (`crs`: pyproj CRS, EPSG code or user input), named by its
+    horizontal part's EPSG code as QGIS and GDAL read it. A CRS without an EPSG code cannot be named in GeoJSON:
+    no member then (the layer's other outputs carry the WKT)."""
+    from pyproj import CRS
+
+    from .crs import epsg_of, split
+
+    doc = {"type": "FeatureCollection", "name": name}
+    code = None if crs is None else epsg_of(split(CRS.from_user_input(crs))[0])
+    if code is not None:
+        doc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{code}"}}
+    doc["features"] = features
+    return doc

@@ -93,3 +93,27 @@ def test_compound_feet_in_metre_crs_refused_with_cause(data_dir, tmp_path, name)
     r = s["results"][0]
     assert r["status"] == "quarantined" and r["code"] == "crs-out-of-area"
     assert "look like US survey feet" in r["reason"] and "for the data's own region" not in r["reason"]
+
+
+def test_feature_collection_names_the_runs_crs():
+    """GeoJSON layers are labelled with the run's horizontal CRS (they were EPSG:6676 whatever the target)."""
+    from pipeline.outputs import feature_collection
+
+    assert feature_collection([], "x", 32654)["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32654"
+    assert feature_collection([], "x", "EPSG:10169")["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::6676"
+    assert "crs" not in feature_collection([], "x", None)
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--target-crs", "999999"], "--target-crs 999999"), (["--target-crs", "EPSG:667"], "--target-crs EPSG:667"),
+    (["--target-crs", "4978"], "not a projected or geographic"), (["--geoid", "GSIGEO2000"], "--geoid GSIGEO2000"),
+    (["--assume-crs", "EPSG:66766"], "--assume-crs EPSG:66766"), (["--crs", "foo"], "--crs foo")])
+def test_bad_crs_options_refused_before_reading(tmp_path, capsys, args, names):
+    """A wrong CRS or geoid option: exit 2 and one line naming the option, before any input is read (the input
+    does not even exist) and with nothing written."""
+    from pipeline.cli import main
+
+    rc = main(["ingest", str(tmp_path / "missing.las"), "--out", str(tmp_path / "out"), "--source", "als", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and names in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

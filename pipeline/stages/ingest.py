@@ -9,6 +9,7 @@ import hashlib
 import os
 
 import numpy as np
+import pyproj
 from pyproj import CRS
 
 from .. import crs as crsmod
@@ -23,8 +24,44 @@ from ..validate import InputError
 VERSION = 1  # of the normalised output; bump when output bytes change on purpose
 
 
+class OptionError(ValueError):
+    """A command-line option or setting that cannot work, found before any input is read (the CLI exits 2)."""
+
+
 def _crs_arg(v):
     return None if v in (None, "") else CRS.from_user_input(int(v) if str(v).isdigit() else v)
+
+
+def parse_crs_option(option: str, value):
+    """The CRS an option names, or OptionError naming the option (a typo must not be blamed on an input file)."""
+    if value in (None, ""):
+        return None
+    try:
+        return _crs_arg(value)
+    except (pyproj.exceptions.CRSError, TypeError, ValueError):
+        raise OptionError(f"{option} {value}: not a CRS that PROJ knows (give an EPSG code such as 6676, "
+                          f"'EPSG:6676+6695', or WKT)") from None
+
+
+def check_options(opts: dict) -> None:
+    """Every CRS, geoid, height and path option of ingest and tile checked before any input is read."""
+    parse_crs_option("--crs", opts.get("crs"))
+    parse_crs_option("--assume-crs", opts.get("assume_crs"))
+    target = opts.get("target_crs") or opts["config"]["target"]["crs"]
+    option = "--target-crs" if opts.get("target_crs") else "target.crs in the config"
+    parse_crs_option(option, target)
+    geoid = opts.get("geoid", opts["config"]["target"]["geoid"])
+    if geoid is not None and geoid not in crsmod.GEOID_MODELS:
+        raise OptionError(f"--geoid {geoid}: unknown geoid model; choose one of {', '.join(crsmod.GEOID_MODELS)} "
+                          f"or none")
+    try:
+        target_of(opts)
+    except crsmod.CRSError as e:
+        raise OptionError(f"{option} {target}: {e}") from None
+    if opts.get("height") not in (None, "orthometric", "ellipsoidal", "chart_datum", "local"):
+        raise OptionError(f"--height {opts['height']}: choose orthometric, ellipsoidal, chart_datum or local")
+    if opts.get("gcp") and not os.path.isfile(opts["gcp"]):
+        raise OptionError(f"--gcp {opts['gcp']}: no such file")
 
 
 def choose_source_crs(file_crs, crs=None, assume_crs=None, profile_crs=None):
@@ -49,6 +86,7 @@ def ingest_options(cfg: dict, *, crs=None, assume_crs=None, target_crs=None, gcp
             "height": height}
     if geoid is not None:
         opts["geoid"] = None if str(geoid).lower() == "none" else geoid
+    check_options(opts)
     return opts
 
 
@@ -100,6 +138,8 @@ class Ingestion:
             if first is not None:
                 crsmod.check_in_target(self.target, self.src, first)
             return crsmod.Reprojector(self.src, self.height, self.target, self.prof.get("chart_datum_to_tp"))
+        except crsmod.HeightError as e:
+            raise InputError(self.path, "height-reference", str(e)) from None
         except crsmod.CRSError as e:
             raise InputError(self.path, "crs", str(e)) from None
 
@@ -199,10 +239,10 @@ def ingest(paths, out_dir, source: str, *, crs=None, assume_crs=None, target_crs
     profile(cfg, source)  # unknown source kinds fail before any work
     fmt = cfg["output"]["format"]
     out_dir = os.path.abspath(out_dir)
+    opts = ingest_options(cfg, crs=crs, assume_crs=assume_crs, target_crs=target_crs, gcp=gcp, geoid=geoid,
+                          height=height)  # every option checked before anything is read or written
     os.makedirs(os.path.join(out_dir, source), exist_ok=True)
     inputs, refused = expand_inputs([os.path.abspath(p) for p in paths], os.path.join(out_dir, "_extracted"))
-    opts = ingest_options(cfg, crs=crs, assume_crs=assume_crs, target_crs=target_crs, gcp=gcp, geoid=geoid,
-                          height=height)
     used: set = set()
     items = [{"path": p, "source": source, "opts": opts,
               "out": os.path.join(out_dir, source, f"{_output_name(p, used)}.{fmt}")} for p in inputs]

@@ -138,7 +138,7 @@ def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None =
     feats = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [
         [r["start_e"], r["start_n"], r["start_h"]], [r["end_e"], r["end_n"], r["end_h"]]]},
         "properties": {k: r[k] for k in FIELDS if not k.startswith(("start_", "end_"))}} for r in rows]
-    write_json(files["geojson"], feature_collection(feats, "pipes"), ensure_ascii=False)
+    write_json(files["geojson"], feature_collection(feats, "pipes", s["target_crs"]), ensure_ascii=False)
     mesh_files, mesh_info = _meshes(xyz, found, dest, cfg)
     files.update(mesh_files)
     files["quicklook"] = os.path.join(dest, "quicklook.png")

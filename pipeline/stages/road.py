@@ -266,17 +266,18 @@ def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, 
         a["id"] = f"{a['type'][0].upper()}{i:04d}"
     dest = os.path.join(out_dir, "road", source)
     os.makedirs(dest, exist_ok=True)
+    horiz, _ = output_crs(settings)
     files = {}
     changes = None
     if previous:
         changes = compare_epochs(previous, anomalies, segments, cfg, source)
     afields = ANOMALY_FIELDS + (["change", "previous_id", "previous_depth_mm", "previous_area_m2"] if changes else [])
     files["anomalies"] = os.path.join(dest, "anomalies.geojson")
-    write_json(files["anomalies"], feature_collection([_feature(a, afields) for a in anomalies], "anomalies"),
+    write_json(files["anomalies"], feature_collection([_feature(a, afields) for a in anomalies], "anomalies", horiz),
                ensure_ascii=False)
     sfields = SEGMENT_FIELDS + (["change_mci"] if changes else [])
     files["segments"] = os.path.join(dest, "segments.geojson")
-    write_json(files["segments"], feature_collection([_feature(s, sfields) for s in segments], "segments"),
+    write_json(files["segments"], feature_collection([_feature(s, sfields) for s in segments], "segments", horiz),
                ensure_ascii=False)
     files["segments_csv"] = os.path.join(dest, "segments.csv")
     write_csv(files["segments_csv"], segments, sfields)
@@ -286,18 +287,18 @@ def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, 
     files["priorities"] = os.path.join(dest, "priorities.csv")
     write_csv(files["priorities"], pr, PRIORITY_FIELDS)
     files["priorities_geojson"] = os.path.join(dest, "priorities.geojson")
-    write_json(files["priorities_geojson"], feature_collection([_feature(r, PRIORITY_FIELDS) for r in pr], "priorities"),
-               ensure_ascii=False)
+    write_json(files["priorities_geojson"],
+               feature_collection([_feature(r, PRIORITY_FIELDS) for r in pr], "priorities", horiz), ensure_ascii=False)
     if changes:
         files["changes"] = os.path.join(dest, "changes.geojson")
-        write_json(files["changes"], feature_collection([_feature(a, afields) for a in changes["anomalies"]], "changes"),
+        write_json(files["changes"],
+                   feature_collection([_feature(a, afields) for a in changes["anomalies"]], "changes", horiz),
                    ensure_ascii=False)
         files["segment_changes"] = os.path.join(dest, "segment-changes.csv")
         write_csv(files["segment_changes"], changes["segments"], list(changes["segments"][0]) if changes["segments"]
                    else ["pass", "lane", "segment"])
     grid, dev = deviation_raster(rasters, cfg["outputs"]["cog_cell_m"])
     if grid is not None:
-        horiz, _ = output_crs(settings)
         files["deviation"] = os.path.join(dest, "deviation.tif")
         write_cog(files["deviation"], dev, grid, horiz.to_wkt(),
                   {"PRODUCT": "road surface deviation", "UNITS": "mm above (+) / below (-) the reference surface",

@@ -138,7 +138,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
                "MODEL": json.dumps(model_info)}, nodata=NODATA)
     beds = S.bed_polygons(bed, prod, grid, cfg, species if dive else None)
     files["beds"] = os.path.join(dest, "beds.geojson")
-    write_json(files["beds"], feature_collection(beds, "beds"), ensure_ascii=False)
+    write_json(files["beds"], feature_collection(beds, "beds", horiz_crs), ensure_ascii=False)
     base = _baseline(baseline, source) if baseline else None
     sv = {"date": "", "site": cfg["jblue"]["site"], "method": cfg["jblue"]["method"], "sensor": cfg["jblue"]["sensor"]}
     sv.update(survey or {})
@@ -153,7 +153,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
     if base:
         changes = S.bed_changes(beds, base[0], cfg["beds"]["min_patch_m2"])
         files["bed_changes"] = os.path.join(dest, "bed-changes.geojson")
-        write_json(files["bed_changes"], feature_collection(changes, "bed changes"), ensure_ascii=False)
+        write_json(files["bed_changes"], feature_collection(changes, "bed changes", horiz_crs), ensure_ascii=False)
     files["quicklook"] = os.path.join(dest, "quicklook.png")
     quicklook(files["quicklook"], grid, prod, species, bed)
     ref_cmp = None
