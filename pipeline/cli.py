@@ -211,6 +211,15 @@ def cmd_heightmap(a) -> int:
         from tiles.mapsheet import sheet_bounds
 
         bounds = sheet_bounds(a.sheet)
+    import rasterio
+
+    try:
+        with rasterio.open(a.dtm) as src:
+            if src.count < 1:
+                raise ValueError(f"{a.dtm}: the raster has no band")
+    except rasterio.errors.RasterioIOError:
+        raise ValueError(f"{a.dtm}: not a raster GDAL can read (give a DTM GeoTIFF such as "
+                         f"RUN/terrain/als/dtm.tif)") from None
     r = export_heightmap(a.dtm, a.out, a.sheet, bounds)
     print(f"heightmap {r['width']} x {r['height']} px, {r['cell_size']} m cells, height = {r['min_height']:.3f} + "
           f"value x {r['height_scale']:.6f} m -> {r['png']}, {r['raw']}, {r['json']}")
@@ -540,10 +549,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# options naming a file or folder that must exist before the command starts (paths of inputs are the stages'
+# to judge: a missing input is quarantined with the others going on)
+MUST_EXIST = ("config", "gcp", "trajectory", "previous", "dive", "baseline", "reference", "terrain", "density",
+              "captures", "roads", "token_file", "pipes", "dtm")
+POSITIONAL = ("dtm",)
+POSITIVE = ("workers", "resolution", "grid_size", "max_points_per_tile", "precision")
+DATES = ("date", "since", "until", "as_of")
+
+
+def check_args(a) -> str | None:
+    """The first problem with the parsed options, as one line naming the option; None when all are usable."""
+    import datetime as dt
+
+    for k in MUST_EXIST:
+        v = getattr(a, k, None)
+        if isinstance(v, str) and not os.path.exists(v):
+            return f"{'' if k in POSITIONAL else '--'}{k.replace('_', '-')} {v}: no such file or folder"
+    for k in POSITIVE:
+        v = getattr(a, k, None)
+        if v is not None and not v > 0:
+            return f"--{k.replace('_', '-')} {v}: must be greater than 0"
+    for k in DATES:
+        v = getattr(a, k, None)
+        for d in v if isinstance(v, list) else [v]:
+            if not isinstance(d, str) or not d:
+                continue
+            day = d.split("=", 1)[1] if a.cmd == "publish" and "=" in d else d
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                form = "SOURCE=YYYY-MM-DD" if a.cmd == "publish" else "YYYY-MM-DD"
+                return f"--{k.replace('_', '-')} {d}: not a date ({form})"
+    nominal = getattr(a, "nominal", None)
+    if nominal and not all(v.strip().isdigit() and int(v) > 0 for v in nominal.split(",")):
+        return f"--nominal {nominal}: give diameters in whole millimetres, comma-separated (e.g. 50,100,150)"
+    out = getattr(a, "out", None)
+    if isinstance(out, str) and os.path.exists(out) and not os.path.isdir(out) and a.cmd not in ("ground",):
+        return f"--out {out}: exists and is not a folder"
+    return None
+
+
 def main(argv=None) -> int:
     from .stages.tile import AllQuarantined
 
     a = build_parser().parse_args(argv)
+    problem = check_args(a)
+    if problem:
+        print(f"pcpipe {a.cmd}: error: {problem}", file=sys.stderr)
+        return 2
     try:
         return a.func(a)
     except AllQuarantined as e:  # seaweed, terrain, road, run: the quarantine summary, not a traceback
@@ -551,8 +605,15 @@ def main(argv=None) -> int:
         print("\n".join(e.lines()))
         print(f"pcpipe: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
+        print(f"pcpipe: error: {f'{e.filename}: no such file or folder' if e.filename else e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
         print(f"pcpipe: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder that cannot be made or written (permissions, a file in the way, a full disk)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"pcpipe: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         from tasks.nightly import LockHeld

@@ -48,7 +48,17 @@ def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF(
     errors = [f for f in opened.findings if f.level == "error"]
     if errors:
         raise ValueError(f"{src}: {errors[0].message}")
+    from ..crs import split
+
+    if opened.crs is not None and split(opened.crs)[0].is_geographic:
+        raise ValueError(f"{src}: coordinates are in degrees ({opened.crs.name}); SMRF's windows and slopes need a "
+                         f"projected CRS: ingest it to one first (pcpipe ingest --target-crs)")
     chunks = list(opened.chunks(5_000_000))
+    n = sum(len(c) for c in chunks)
+    b = np.array([c.bounds() for c in chunks if len(c)]) if n else None
+    if n == 0 or min(b[:, 3].max() - b[:, 0].min(), b[:, 4].max() - b[:, 1].min()) < 3 * p.cell:
+        raise ValueError(f"{src}: {n:,} point(s) over too small an area for ground classification (SMRF needs at "
+                         f"least 3 x 3 cells of {p.cell:g} m)")
     cloud = PointCloud({k: np.concatenate([c.columns[k] for c in chunks]) for k in chunks[0].columns},
                        crs=opened.crs, meta=dict(opened.meta))
     unit = 1.0
