@@ -68,8 +68,9 @@ def cmd_tile(a) -> int:
              config_path=a.config, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet)
     print(f"tile {a.source}: {s['accepted']} inputs tiled, {s['unchanged']} unchanged, {s['quarantined']} "
           f"quarantined; {s['points_in']:,} points in, {s['points_out']:,} out, "
-          f"{sum(s['points_filtered'].values()):,} filtered; {len(s['sheets_built'])} sheets built "
-          f"({s['all_sheets']} in all, {s['all_points']:,} points) -> {s['summary_path']}")
+          f"{sum(s['points_filtered'].values()):,} filtered; {len(s['sheets_built'])} sheets built; the run holds "
+          f"{s['outputs']['inputs']} input(s) in {s['all_sheets']} sheets, {s['all_points']:,} points "
+          f"-> {s['summary_path']}")
     for r in s["results"]:
         if r["status"] in ("quarantined", "duplicate"):
             print(f"  {r['status'].upper()} [{r['code']}] {r['reason']}")

@@ -13,8 +13,7 @@ READABLE = {
     "las11_pf1.las": (1, 26915), "las12_pf0.las": (1, 26915), "las12_pf1.las": (1, 26915),
     "las12_pf2.las": (1, 26915), "las12_pf3.las": (1, 26915),
     "simple1_3.las": (999, "none"), "test1_4.las": (1000, 2903), "1_4_w_evlr.laz": (1000, 2903),
-    "fullwave.laz": (10750, 32723), "1.2-with-color.copc.laz": (1065, "wkt"),
-    "simple_with_page.copc.laz": (1065, "wkt"), "autzen_clip_4326.copc.laz": (28, 4326),
+    "fullwave.laz": (10750, 32723), "autzen_clip_4326.copc.laz": (28, 4326),
     "laszip-generated.laz": (1065, "none"), "liblas-generated.laz": (1065, "none"), "extrabytes.las": (1065, "none"),
     "unregistered_extra_bytes.las": (4, "none"), "1.2-with-color.las": (1065, "none"),
     "file_with_both_wkt_and_geotiff_vlrs.las": (25408, 6880), "warsaw_small.las": (3000, "none"),
@@ -31,6 +30,10 @@ INVALID = {
     "simple-laszip-compressor-version-1.2r0.laz": "laz-unsupported",
     "lone-star.copc.laz": "crs-mismatch",
     "simple1_4.las": "crs-mismatch",
+    # Oregon Lambert in metres (+ NAVD88 ftUS) over coordinates in feet: British Columbia, by the horizontal part's
+    # area of use (the compound CRS has none of its own)
+    "1.2-with-color.copc.laz": "crs-out-of-area",
+    "simple_with_page.copc.laz": "crs-out-of-area",
 }
 
 

@@ -229,7 +229,12 @@ def _output_name(path: str, used: set) -> str:
 
 
 def _task(item: dict) -> dict:
-    return capped_or_quarantined(ingest_file, item, item["path"], item["out"], item["source"], item["opts"])
+    r = capped_or_quarantined(ingest_file, item, item["path"], item["out"], item["source"], item["opts"])
+    if r["status"] != "accepted":  # a reader killed at its time or memory cap could not remove its own part file
+        for leftover in (item["out"] + ".part", item["out"]):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return r
 
 
 def ingest(paths, out_dir, source: str, *, crs=None, assume_crs=None, target_crs=None, gcp=None, geoid=None,

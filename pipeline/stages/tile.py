@@ -416,6 +416,9 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
             "sheets_removed": [b["code"] for b in built if not b["point_count"]],
             "sheet_points": {b["code"]: b["point_count"] for b in built},
             "all_sheets": len(sheets), "all_points": total_sheets,
+            # what the run directory holds, whatever this process did (a rerun after a kill says the same)
+            "outputs": {"inputs": len(all_inputs), "points": total_in, "sheets": len(sheets),
+                        "sheet_points": total_sheets},
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "results": results,
         }
