@@ -20,10 +20,17 @@
   resources created and revives the ones deleted, then the kept files are uploaded again), or removed when it was
   new, and the report names the product to publish again.
 - The API token comes from the argument, $PCPIPE_CKAN_TOKEN or the file named by $PCPIPE_CKAN_TOKEN_FILE. It is
-  never logged; any message that would carry it (an error text) has it replaced by "***".
+  never logged; any message that would carry it (an error text) has it replaced by "***", and so has any piece of
+  it of 8 characters or more (a server's text cut mid-token), before a message is shortened.
+- What the server answers is checked like the members of a zip before anything is built from it: dataset and
+  resource ids are letters, digits, '-' and '_' (CKAN's are UUIDs); anything else fails that dataset with a clear
+  reason, nothing written. Local copies of uploaded files go under RUN_DIR/_work/ckan-*, in folders named by those
+  ids, and each path is checked to resolve there. The token goes to the CKAN given (same scheme, host and port)
+  and nowhere else: not to a resource URL on another host, and no redirect is followed with it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -65,11 +72,15 @@ class PublishError(RuntimeError):
     """A dataset could not be published; the catalog was put back as it was before (see the report)."""
 
 
-class ServerError(RuntimeError):
-    """An HTTP 5xx answer: worth retrying."""
+class HostileAnswer(PublishError):
+    """CKAN answered something pcpipe will not build on (an id that is not one, a field of the wrong type)."""
 
-    def __init__(self, status: int, text: str):
-        super().__init__(f"HTTP {status}: {text[:300]}")
+
+class ServerError(RuntimeError):
+    """An HTTP 5xx answer: worth retrying. Its text has the token taken out before it is shortened."""
+
+    def __init__(self, status: int, text: str, secret: str | None = None):
+        super().__init__(f"HTTP {status}: {clip(text, secret, 300)}")
         self.status = status
 
 
@@ -94,14 +105,125 @@ def read_token(token: str | None = None, env: dict | None = None, path: str | No
     return None
 
 
+PIECE = 8  # a run of this many characters of the token (or more) is taken for the token
+
+
 def redact(text, secret: str | None) -> str:
+    """`text` with the token, as given, URL-quoted, JSON- or repr-escaped, replaced by "***"; and so any run of
+    PIECE or more characters that is also in the token (one that a server or a shortened message cut)."""
     text = str(text)
-    if secret:
-        text = text.replace(secret, "***")
-        for part in (urllib.parse.quote(secret, safe=""), json.dumps(secret)[1:-1]):
-            if part != secret:
-                text = text.replace(part, "***")
-    return text
+    if not secret:
+        return text
+    forms = {secret, urllib.parse.quote(secret, safe=""), json.dumps(secret)[1:-1], repr(secret)[1:-1]}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    grams = {f[i:i + PIECE] for f in forms for i in range(len(f) - PIECE + 1)}
+    if not grams or len(text) < PIECE:
+        return text
+    hit = bytearray(len(text))
+    for i in range(len(text) - PIECE + 1):
+        if text[i:i + PIECE] in grams:
+            hit[i:i + PIECE] = b"\x01" * PIECE
+    if not any(hit):
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if hit[i]:
+            while i < len(text) and hit[i]:
+                i += 1
+            out.append("***")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def clip(text, secret: str | None, n: int) -> str:
+    """redact, then shorten to n characters: the other order leaves the start of a token quoted near the cut."""
+    text = redact(text, secret)
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _redact_all(value, secret: str | None):
+    """Every string in a report (dicts, lists) redacted: names and URLs in it come from the server."""
+    if not secret:
+        return value
+    if isinstance(value, dict):
+        return {k: _redact_all(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_all(v, secret) for v in value]
+    return redact(value, secret) if isinstance(value, str) else value
+
+
+# ------------------------------------------------------------------------------------------------ server answers
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")
+KEEP_MAX_MB = 1024  # an uploaded file kept for a put-back (pcpipe uploads files up to upload_max_mb, 10 MB)
+SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+
+
+def _shown(value) -> str:
+    return repr(value[:60] + "...") if isinstance(value, str) and len(value) > 60 else repr(value)
+
+
+def check_id(value, what: str) -> str:
+    """A CKAN id, as it may name a local folder or be sent back: letters, digits, '-' and '_' (a UUID)."""
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise HostileAnswer(f"CKAN answered the id {_shown(value)} for {what}: an id is letters, digits, '-' and "
+                            f"'_' only (a UUID); refused")
+    return value
+
+
+def check_package(pkg, name: str) -> dict:
+    """A package_show/_create answer checked before anything is built from it: its id and its resources' ids,
+    and the resources' name, url and url_type strings."""
+    if not isinstance(pkg, dict):
+        raise HostileAnswer(f"CKAN answered {type(pkg).__name__} for dataset {name}, not a dataset; refused")
+    check_id(pkg.get("id"), f"dataset {name}")
+    resources = pkg.get("resources") or []
+    if not isinstance(resources, list):
+        raise HostileAnswer(f"CKAN answered resources of dataset {name} that are not a list; refused")
+    for r in resources:
+        if not isinstance(r, dict):
+            raise HostileAnswer(f"CKAN answered a resource of dataset {name} that is not an object; refused")
+        check_id(r.get("id"), f"resource {_shown(r.get('name'))} of dataset {name}")
+        for key in ("name", "url", "url_type"):
+            if r.get(key) is not None and not isinstance(r[key], str):
+                raise HostileAnswer(f"CKAN answered a {key} that is not text for resource {r['id']} of dataset "
+                                    f"{name}; refused")
+    return pkg
+
+
+def origin(url: str) -> tuple | None:
+    """(scheme, host, port) of a URL, default ports filled in; None when it has no host."""
+    u = urllib.parse.urlsplit(str(url))
+    try:
+        port = u.port
+    except ValueError:
+        return None
+    scheme = u.scheme.lower()
+    if not u.hostname or scheme not in ("http", "https"):
+        return None
+    return scheme, u.hostname.lower(), port or {"http": 80, "https": 443}[scheme]
+
+
+def inside(root: str, *parts: str) -> str:
+    """root/parts..., refused unless it resolves inside root (as zip members are)."""
+    root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(root, *parts))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise HostileAnswer(f"a local path built from the server's answer ({'/'.join(parts)[:80]}) leaves "
+                            f"{root}; refused")
+    return path
+
+
+def upload_name(url: str | None, fallback: str) -> str:
+    """The file name of an uploaded resource (the last part of its URL, as CKAN stores it), or a safe form of
+    `fallback` when that is not a plain file name."""
+    last = urllib.parse.unquote(urllib.parse.urlsplit(url or "").path.rsplit("/", 1)[-1])
+    if SAFE_NAME_RE.fullmatch(last):
+        return last
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(fallback)).lstrip(".")
+    return safe[:200] or "upload"
 
 
 # ------------------------------------------------------------------------------------------------ names, metadata
@@ -307,26 +429,29 @@ class _Api:
     message. `session` may be any requests.Session (tests inject faults through one)."""
 
     def __init__(self, url: str, token: str | None, retries: int = 4, backoff: float = 1.0, session=None,
-                 timeout: float = 60.0, sleep=time.sleep):
+                 timeout: float = 60.0, sleep=None):
         import ckanapi
         import requests
 
-        class Remote(ckanapi.RemoteCKAN):
+        class Remote(ckanapi.RemoteCKAN):  # actions are POSTs to url/api/action/... (ckanapi follows no redirect)
             def _request_fn(self, url, data, headers, files, requests_kwargs):
                 status, text = super()._request_fn(url, data, headers, files, requests_kwargs)
                 if status >= 500:
-                    raise ServerError(status, text)
+                    raise ServerError(status, text, self.apikey)
                 return status, text
 
             def _request_fn_get(self, url, data_dict, headers, requests_kwargs):
-                status, text = super()._request_fn_get(url, data_dict, headers, requests_kwargs)
+                status, text = super()._request_fn_get(url, data_dict, headers, dict(requests_kwargs,
+                                                                                      allow_redirects=False))
                 if status >= 500:
-                    raise ServerError(status, text)
+                    raise ServerError(status, text, self.apikey)
                 return status, text
 
         self.url = url.rstrip("/")
+        self.origin = origin(self.url)
         self.token = token
-        self.retries, self.backoff, self.timeout, self.sleep = retries, backoff, timeout, sleep
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.sleep = sleep or time.sleep  # looked up now, not at import (tests shorten the backoff)
         self.session = session or requests.Session()
         self.remote = Remote(self.url, apikey=token, session=self.session, user_agent="pcpipe-publish")
         self.transient = (ServerError, requests.exceptions.Timeout, requests.exceptions.ConnectionError)
@@ -348,18 +473,18 @@ class _Api:
                 return self.remote.call_action(action, data, requests_kwargs={"timeout": self.timeout})
             except self.transient as e:
                 if attempt >= self.retries:
-                    raise PublishError(redact(f"{action}: gave up after {attempt + 1} tries: "
-                                              f"{type(e).__name__}: {e}", self.token)) from None
+                    raise PublishError(clip(f"{action}: gave up after {attempt + 1} tries: "
+                                            f"{type(e).__name__}: {e}", self.token, 500)) from None
                 wait = self.backoff * (2 ** attempt)
-                log.warning("%s: %s; retry %d/%d in %.1f s", action, redact(f"{type(e).__name__}: {e}", self.token)
-                            [:300], attempt + 1, self.retries, wait)
+                log.warning("%s: %s; retry %d/%d in %.1f s", action, clip(f"{type(e).__name__}: {e}", self.token,
+                                                                          300), attempt + 1, self.retries, wait)
                 self.sleep(wait)
                 attempt += 1
                 self.retried += 1
             except ckanapi.errors.NotFound:
                 raise
             except (ckanapi.errors.CKANAPIError, ckanapi.errors.ServerIncompatibleError) as e:
-                raise PublishError(redact(f"{action}: {type(e).__name__}: {e}", self.token)) from None
+                raise PublishError(clip(f"{action}: {type(e).__name__}: {e}", self.token, 500)) from None
 
     def show(self, name: str) -> dict | None:
         import ckanapi
@@ -369,24 +494,43 @@ class _Api:
         except ckanapi.errors.NotFound:
             return None
 
-    def download(self, url: str, dest: str) -> None:
-        """Fetch an uploaded resource's file (kept to put it back if the update fails)."""
-        headers = {"Authorization": self.token} if self.token else {}
+    def _get(self, url: str, hops: int = 5):
+        """GET url, following up to `hops` redirects by hand: the token goes along only while the URL is on the
+        CKAN given (same scheme, host and port), never to another host (requests would drop Authorization
+        there but keep X-CKAN-API-Key; urllib keeps both)."""
+        for _ in range(hops + 1):
+            if origin(url) is None:
+                raise HostileAnswer(f"resource URL {_shown(url)} is not an http(s) URL with a host; not fetched")
+            own = origin(url) == self.origin
+            headers = {"Authorization": self.token} if self.token and own else {}
+            r = self.session.get(url, headers=headers, timeout=self.timeout, stream=True, allow_redirects=False)
+            if r.status_code in (301, 302, 303, 307, 308) and r.headers.get("location"):
+                url = urllib.parse.urljoin(url, r.headers["location"])
+                r.close()
+                continue
+            return r
+        raise PublishError(f"GET: more than {hops} redirects; not followed")
+
+    def download(self, url: str, dest: str, limit_mb: float = KEEP_MAX_MB) -> None:
+        """Fetch an uploaded resource's file (kept to put it back if the update fails), refused past limit_mb."""
         attempt = 0
         while True:
             try:
-                with self.session.get(url, headers=headers, timeout=self.timeout, stream=True) as r:
+                with self._get(url) as r:
                     if r.status_code >= 500:
-                        raise ServerError(r.status_code, r.text[:300])
+                        raise ServerError(r.status_code, r.text, self.token)
                     if r.status_code != 200:
-                        raise PublishError(f"GET {url}: HTTP {r.status_code}")
+                        raise PublishError(clip(f"GET {url}: HTTP {r.status_code}", self.token, 300))
                     with open(dest, "wb") as f:
                         for chunk in r.iter_content(1 << 20):
                             f.write(chunk)
+                            if f.tell() > limit_mb * 1024 * 1024:
+                                raise HostileAnswer(f"GET {_shown(url)}: more than {limit_mb:g} MB for a file "
+                                                    f"uploaded to CKAN; not kept")
                 return
             except self.transient as e:
                 if attempt >= self.retries:
-                    raise PublishError(redact(f"GET {url}: gave up: {e}", self.token)) from None
+                    raise PublishError(clip(f"GET {url}: gave up: {e}", self.token, 500)) from None
                 self.sleep(self.backoff * (2 ** attempt))
                 attempt += 1
                 self.retried += 1
@@ -460,10 +604,12 @@ def _apply(api: _Api, name: str, wanted: dict, resources: list[dict], current: d
     kept: dict[str, str] = {}  # resource id -> local copy of its uploaded file before it was replaced
     try:
         if current is not None:  # keep the uploaded files about to be replaced, before writing anything
-            for op, have, _ in plan["ops"]:
+            for op, have, res in plan["ops"]:
                 if op == "update" and have.get("url_type") == "upload" and have.get("url"):
-                    os.makedirs(os.path.join(keep_dir, have["id"]), exist_ok=True)  # same file name on re-upload
-                    dest = os.path.join(keep_dir, have["id"], have["url"].rsplit("/", 1)[-1] or have["name"])
+                    # one folder per resource: the same file name on re-upload; ids checked by check_package
+                    dest = inside(keep_dir, check_id(have["id"], f"a resource of {name}"),
+                                  upload_name(have["url"], res["fields"]["name"]))
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
                     api.download(have["url"], dest)
                     kept[have["id"]] = dest
         if current is None:
@@ -475,7 +621,7 @@ def _apply(api: _Api, name: str, wanted: dict, resources: list[dict], current: d
                     created_pkg = api.show(name)
                 else:
                     raise
-            package_id = created_pkg["id"]
+            package_id = check_package(created_pkg, name)["id"]
         else:
             package_id = current["id"]
             if plan["metadata"]:
@@ -494,7 +640,7 @@ def _apply(api: _Api, name: str, wanted: dict, resources: list[dict], current: d
             elif op == "delete":
                 api("resource_delete", {"id": have["id"]})
         if plan["reorder"]:
-            now = api("package_show", {"id": package_id})
+            now = check_package(api("package_show", {"id": package_id}), name)
             ids = {}
             for r in now.get("resources") or []:
                 ids.setdefault(r.get("name"), r["id"])
@@ -502,7 +648,7 @@ def _apply(api: _Api, name: str, wanted: dict, resources: list[dict], current: d
             if [r["id"] for r in now.get("resources") or []] != order:
                 api("package_resource_reorder", {"id": package_id, "order": order})
     except BaseException as e:
-        why = redact(f"{type(e).__name__}: {e}", api.token)
+        why = clip(f"{type(e).__name__}: {e}", api.token, 500)
         restored = _restore(api, name, current, created_pkg, kept)
         raise PublishError(f"{why}; {restored}") from None
 
@@ -514,6 +660,8 @@ def _restore(api: _Api, name: str, current: dict | None, created_pkg: dict | Non
             pkg = created_pkg or api.show(name)
             if pkg is None:
                 return "nothing had been written"
+            if not isinstance(pkg, dict) or not ID_RE.fullmatch(str(pkg.get("id"))):
+                return "nothing removed: CKAN answered no usable id for the new dataset"
             try:
                 api("dataset_purge", {"id": pkg["id"]})
                 return "the new dataset was removed (purged)"
@@ -525,11 +673,11 @@ def _restore(api: _Api, name: str, current: dict | None, created_pkg: dict | Non
             if res["id"] in kept:
                 data = {k: v for k, v in res.items() if k not in ("url", "last_modified", "metadata_modified",
                                                                    "created", "position", "datastore_active")}
-                data["url"] = res.get("url", "").rsplit("/", 1)[-1]
+                data["url"] = os.path.basename(kept[res["id"]])
                 api("resource_update", data, upload=kept[res["id"]])
         return "the dataset was put back as it was before this update"
     except BaseException as e:  # noqa: BLE001 - said in the report
-        return (f"putting it back FAILED too ({redact(e, api.token)[:300]}): the dataset may be half updated; "
+        return (f"putting it back FAILED too ({clip(e, api.token, 300)}): the dataset may be half updated; "
                 f"publishing it again completes it")
 
 
@@ -537,12 +685,13 @@ def _restore(api: _Api, name: str, current: dict | None, created_pkg: dict | Non
 def publish_ckan(run_dir: str, products, url: str, org: str, *, base_url: str | None = None,
                  token: str | None = None, dry_run: bool = False, retries: int = 4, upload_max_mb: float = 10,
                  backoff: float = 1.0, session=None, timeout: float = 60.0, survey: str | None = None,
-                 sleep=time.sleep) -> dict:
+                 sleep=None) -> dict:
     """Create or update one dataset per product in organization `org` of the CKAN at `url`; return the report.
 
     Per dataset the report says created / updated / unchanged (or would-..., in a dry run) / failed, the resources
     created / updated / unchanged / deleted by name, the metadata fields changed, and for a failure the error, what
-    was done to put the dataset back and the command to run again. Nothing is written in a dry run (reads only)."""
+    was done to put the dataset back and the command to run again. Nothing is written in a dry run (reads only).
+    report["ok"] is False when any dataset failed; report["failed"] names them."""
     run_dir = os.path.abspath(run_dir)
     token = read_token(token)
     if not dry_run and not token:
@@ -559,8 +708,13 @@ def publish_ckan(run_dir: str, products, url: str, org: str, *, base_url: str | 
     except Exception as e:  # noqa: BLE001 - nothing written yet: say so
         if type(e).__name__ == "NotFound":
             raise PublishError(f"organization {org!r} not found on {api.url}") from None
-        raise PublishError(redact(f"organization {org!r} on {api.url}: {e}", token)) from None
-    keep_dir = tempfile.mkdtemp(prefix="pcpipe-ckan-")
+        raise PublishError(clip(f"organization {org!r} on {api.url}: {e}", token, 1000)) from None
+    if not isinstance(organization, dict):
+        raise HostileAnswer(f"CKAN answered {type(organization).__name__} for organization {org!r}; refused")
+    check_id(organization.get("id"), f"organization {org!r}")
+    # copies of uploads about to be replaced: in the run directory, whatever ids the server answers (`inside`)
+    os.makedirs(os.path.join(run_dir, "_work"), exist_ok=True)
+    keep_dir = tempfile.mkdtemp(prefix="ckan-keep-", dir=os.path.join(run_dir, "_work"))
     try:
         for product, resources in plans:
             name = dataset_name(product, survey)
@@ -569,6 +723,8 @@ def publish_ckan(run_dir: str, products, url: str, org: str, *, base_url: str | 
             t0 = time.perf_counter()
             try:
                 current = api.show(name)
+                if current is not None:
+                    check_package(current, name)  # before anything is planned, downloaded or written
                 if current is not None and current.get("owner_org") != organization["id"]:
                     raise PublishError(f"dataset {name} exists in another organization "
                                        f"({(current.get('organization') or {}).get('name')}): not touched")
@@ -581,7 +737,7 @@ def publish_ckan(run_dir: str, products, url: str, org: str, *, base_url: str | 
                 if changed and not dry_run:
                     _apply(api, name, wanted, resources, current, plan, keep_dir)
             except Exception as e:  # noqa: BLE001 - one dataset's failure does not stop the others
-                msg = redact(e, token)
+                msg = clip(e, token, 1000)
                 entry.update(action="failed", error=msg, rerun=_rerun(run_dir, url, org, base_url, [product]))
                 report["ok"] = False
                 report["failed"].append(name)
@@ -595,6 +751,8 @@ def publish_ckan(run_dir: str, products, url: str, org: str, *, base_url: str | 
             report["datasets"].append(entry)
     finally:
         shutil.rmtree(keep_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # _work made here for it alone
+            os.rmdir(os.path.join(run_dir, "_work"))
     report["calls"] = api.calls
     report["retries"] = api.retried
     if failed:
@@ -606,7 +764,7 @@ def publish_ckan(run_dir: str, products, url: str, org: str, *, base_url: str | 
                          + ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
                          + (" (dry run: nothing written)" if dry_run else "")
                          + (f"; FAILED: {', '.join(report['failed'])}" if failed else ""))
-    return report
+    return _redact_all(report, token)  # resource names and URLs in it are the server's
 
 
 def _rerun(run_dir, url, org, base_url, products) -> str:

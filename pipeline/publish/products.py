@@ -125,11 +125,28 @@ def _to_wgs84():
     return Transformer.from_crs(6676, 4326, always_xy=True)
 
 
+MIN_EXTENT_M = 0.01
+
+
+def widen(bbox, least: float = MIN_EXTENT_M) -> list[float]:
+    """The box with each side at least `least` metres long, a shorter side widened around its middle: a sheet of
+    one point, or a row of points, has a box of zero area, and a polygon of zero area is not one (GeoJSON, the STAC
+    item schema and CKAN's spatial index refuse it). 1 cm: ten times the LAS scale of the sheets, and well above
+    the 1e-8 degree rounding of the WGS 84 footprint."""
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    if x1 - x0 < least:
+        x0, x1 = (x0 + x1) / 2 - least / 2, (x0 + x1) / 2 + least / 2
+    if y1 - y0 < least:
+        y0, y1 = (y0 + y1) / 2 - least / 2, (y0 + y1) / 2 + least / 2
+    return [x0, y0, x1, y1]
+
+
 def footprint(bbox) -> tuple[list[float], dict]:
-    """WGS 84 bbox and polygon of an EPSG:6676 box, edges densified so the polygon follows the projection."""
+    """WGS 84 bbox and polygon of an EPSG:6676 box, edges densified so the polygon follows the projection; a box
+    with a side under 1 cm is widened to 1 cm first (`widen`)."""
     import numpy as np
 
-    x0, y0, x1, y1 = bbox
+    x0, y0, x1, y1 = widen(bbox)
     t = np.linspace(0, 1, 11)
     xs = np.concatenate([x0 + (x1 - x0) * t, np.full(11, x1), x1 - (x1 - x0) * t, np.full(11, x0)])
     ys = np.concatenate([np.full(11, y0), y0 + (y1 - y0) * t, np.full(11, y1), y1 - (y1 - y0) * t])

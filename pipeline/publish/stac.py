@@ -47,6 +47,7 @@ from pystac.extensions.pointcloud import PointcloudExtension, Schema, SchemaType
 from pystac.extensions.projection import ProjectionExtension
 
 from ..outputs import write_bytes
+from .ckan import clip
 
 log = logging.getLogger(__name__)
 
@@ -452,6 +453,17 @@ class PushError(RuntimeError):
     pass
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx comes back as it is (an HTTPError): urllib would carry the Authorization header to wherever the
+    redirect points, another host included."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def _api_objects(run_dir: str, products, base_url: str) -> list[tuple[dict, list[dict]]]:
     """(collection, items) dicts ready for an API: asset hrefs absolute under base_url, hierarchical links
     dropped (the API makes its own), items carrying their collection id. From the products when given, else
@@ -496,7 +508,8 @@ def _api_objects(run_dir: str, products, base_url: str) -> list[tuple[dict, list
 def _request(method: str, url: str, body: dict | None, token: str | None, retries: int, backoff: float,
              timeout: float) -> tuple[int, bytes]:
     """One HTTP request with retries on network errors, timeouts, 429 and 5xx (exponential backoff). Returns
-    (status, body) for any other status. The token goes in the Authorization header and is never logged."""
+    (status, body) for any other status, redirects included (not followed). The token goes in the Authorization
+    header to `url` only and is never logged; an error text has it taken out before it is shortened."""
     data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
     headers = {"Accept": "application/json"}
     if data is not None:
@@ -509,17 +522,17 @@ def _request(method: str, url: str, body: dict | None, token: str | None, retrie
             time.sleep(backoff * 2 ** (attempt - 1))
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with _OPENER.open(req, timeout=timeout) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             payload = e.read()
             if e.code == 429 or e.code >= 500:
-                last = f"HTTP {e.code}: {payload[:300].decode('utf-8', 'replace')}"
+                last = f"HTTP {e.code}: {clip(payload.decode('utf-8', 'replace'), token, 300)}"
                 log.warning("%s %s -> %s (attempt %d of %d)", method, url, e.code, attempt + 1, retries + 1)
                 continue
             return e.code, payload
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+            last = clip(f"{type(e).__name__}: {getattr(e, 'reason', e)}", token, 300)
             log.warning("%s %s -> %s (attempt %d of %d)", method, url, last, attempt + 1, retries + 1)
     raise PushError(f"{method} {url} failed after {retries + 1} attempts: {last}")
 
@@ -533,7 +546,7 @@ def _upsert(api: str, post_path: str, put_path: str, obj: dict, kw: dict) -> str
         status, body = _request("PUT", api + put_path, obj, **kw)
         if status in (200, 201, 204):
             return "updated"
-    raise PushError(f"{post_path}: HTTP {status}: {body[:500].decode('utf-8', 'replace')}")
+    raise PushError(f"{post_path}: HTTP {status}: {clip(body.decode('utf-8', 'replace'), kw.get('token'), 500)}")
 
 
 def push(run_dir: str, products, api_url: str, *, base_url: str, token: str | None = None, dry_run: bool = False,

@@ -4,7 +4,9 @@ products read once (`publish.products.discover`), the static STAC catalog and th
 
 Local outputs are always written (they are what the remote targets point to); remote targets are optional and
 each reports what it changed. A remote failure does not undo the local outputs, and the summary says what to
-rerun."""
+rerun: its "status" is "failed" when any CKAN dataset or the STAC API push failed (or CKAN refused before any
+dataset, e.g. an unknown organisation), and "failed" names each ("ckan:<dataset>", "stac-api"); every failure
+has a line in the targets' "rerun" lists (`pcpipe publish` exits 3 when there is one)."""
 from __future__ import annotations
 
 import os
@@ -65,12 +67,19 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
         except VendorMissing as e:  # the catalog and remote targets do not need the page
             summary["preview"], summary["preview_skipped"] = None, str(e)
     summary["timings"]["local_s"] = round(time.time() - t, 2)
+    failed: list[str] = []
     if ckan:
-        from ..publish.ckan import publish_ckan
+        from ..publish.ckan import PublishError, _rerun, dataset_name, publish_ckan
 
         t = time.time()
-        summary["ckan"] = publish_ckan(run_dir, products, ckan, org, base_url=base_url, token=token,
-                                       dry_run=dry_run, survey=survey)
+        try:
+            summary["ckan"] = publish_ckan(run_dir, products, ckan, org, base_url=base_url, token=token,
+                                           dry_run=dry_run, survey=survey)
+        except PublishError as e:  # refused before any dataset (organisation unknown, CKAN unreachable ...)
+            summary["ckan"] = {"ckan": ckan, "organization": org, "ok": False, "message": f"{ckan}: {e}",
+                               "failed": [dataset_name(p, survey) for p in products],
+                               "rerun": [_rerun(run_dir, ckan, org, base_url, products)]}
+        failed += [f"ckan:{n}" for n in summary["ckan"].get("failed") or []]
         summary["timings"]["ckan_s"] = round(time.time() - t, 2)
     if stac_api:
         from ..publish.stac import PushError, push
@@ -84,6 +93,10 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
             r = {"ok": False, "message": f"{stac_api}: {e}",
                  "rerun": [f"pcpipe publish {run_dir} --no-tiles3d --stac-api {stac_api} --base-url {base_url}"]}
         summary["stac_api"] = r
+        if r.get("ok") is False:
+            failed.append("stac-api")
         summary["timings"]["stac_api_s"] = round(time.time() - t, 2)
+    summary["status"] = "failed" if failed else "ok"
+    summary["failed"] = failed
     write_json(os.path.join(run_dir, "publish-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
     return summary
