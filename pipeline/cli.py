@@ -496,7 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_tiles3d)
 
-    s = sub.add_parser("publish", help="3D Tiles, STAC catalog and preview page of a run; CKAN and STAC API")
+    s = sub.add_parser("publish", help="3D Tiles, STAC catalog and preview page of a run; CKAN and STAC API",
+                       epilog="exit status: 0 done; 2 bad options or nothing to publish; 3 a remote target failed "
+                              "(a CKAN dataset, the organisation, or the STAC API push): publish-summary.json names "
+                              "them (status, failed) and the RERUN lines give the command to publish them again")
     s.add_argument("run_dir", help="run directory (as written by pcpipe run / tile and the layer stages)")
     s.add_argument("--survey", help="short survey name used in dataset names and titles (default: folder name)")
     s.add_argument("--date", action="append", metavar="SOURCE=YYYY-MM-DD",
