@@ -27,7 +27,11 @@ Config (YAML; relative paths are relative to the config file):
     workers: 2
     scheduler: tcp://host:8786  # an existing Dask cluster (optional)
     settle_seconds: 600         # files younger than this are still arriving: left for the next night
-    ignore: ["*_gcp.csv"]       # inbox files that are not survey data (control points, dive logs, notes)
+    ignore: ["*_gcp.csv"]       # inbox files that are not survey data (control points, dive logs, notes); one
+                                # pattern may be written as text: ignore: "*_gcp.csv"
+
+Every key and type is checked when the file is loaded, and the files it names must exist (the stages' `config:`
+file is checked too): a wrong one is one line naming the key and the file, before anything is read or written.
 """
 from __future__ import annotations
 
@@ -42,8 +46,7 @@ import os
 import socket
 import time
 
-import yaml
-
+from pipeline.config import ConfigError as _ConfigError
 from pipeline.manifest import Manifest, file_sha256, stat_of
 from pipeline.stages.run import LAYERS
 from pipeline.stages.tile import AllQuarantined, quarantine_records
@@ -53,26 +56,180 @@ SOURCES = ("als", "mms", "mbes", "iphone")
 SKIP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~", ".prj", ".aux.xml", ".md5", ".sha256")  # sidecars, not data
 CONFIG_KEYS = {"run_dir", "inbox", "config", "gcp", "layers", "deer", "seaweed", "road", "terrain", "pipes",
                "publish", "workers", "scheduler", "settle_seconds", "ignore"}
+# The options each section may hold, and their kinds ("path": a file or folder, relative to the config file).
+# tests/test_config_errors.py checks these against the stage functions' keyword arguments.
+_TILE_OPTIONS = {"level": "level", "fmt": ("copc", "laz"), "grid_size": "positive", "crs": "crs",
+                 "assume_crs": "crs", "target_crs": "crs", "geoid": ("GSIGEO2011", "JPGEO2024", "none"), "height":
+                 ("orthometric", "ellipsoidal", "chart_datum", "local")}
+SECTION_OPTIONS = {
+    "terrain": dict(_TILE_OPTIONS, resolution="positive", keep_existing="bool"),
+    "road": dict(_TILE_OPTIONS, trajectory="path", previous="path"),
+    "seaweed": dict(_TILE_OPTIONS, dive="path", dive_crs="crs", baseline="path", reference="path",
+                    survey={"date": "date", "site": "text", "method": "text", "sensor": "text"}),
+    "pipes": {"date": "date", "nominal": "whole_list"},
+    "deer": {"density": "path", "captures": "path", "roads": "path", "as_of": "date"},
+    "publish": {"survey": "text", "dates": "dates", "ckan": "text", "org": "text", "base_url": "text",
+                "stac_api": "text", "tiles3d": "bool", "preview": "bool"},
+}
+_TOP = {"run_dir": "path", "inbox": "inbox", "config": "path", "gcp": "path", "layers": "layers",
+        "workers": "workers", "scheduler": "text", "settle_seconds": "seconds", "ignore": "patterns"}
 
 
 class LockHeld(RuntimeError):
     """Another run holds the run directory."""
 
 
-class ConfigError(ValueError):
-    pass
+ConfigError = _ConfigError  # a ValueError: `pcpipe nightly` prints it as one line and exits 2
 
 
 # ------------------------------------------------------------------------------------------------- config
+def _show(v) -> str:
+    s = repr(v) if isinstance(v, (str, list, dict)) else "nothing (an empty value)" if v is None else str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _nearest(key, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.5)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _checked(path: str, key: str, v, kind):
+    """The value of setting `key` (dotted) checked against its kind, in the form the stages take; a ConfigError
+    naming the key and the file otherwise."""
+    from pipeline.config import iso_date
+
+    def fail(must):
+        raise ConfigError(f"key {key} in {path} must be {must}, got {_show(v)}")
+
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if isinstance(kind, dict):  # a sub-mapping with known keys
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            fail(f"a mapping ({', '.join(kind)})")
+        out = {}
+        for k, x in v.items():
+            if k not in kind:
+                raise ConfigError(f"unknown key {key}.{k} in {path}{_nearest(k, kind)} (known under {key}: "
+                                  f"{', '.join(kind)})")
+            out[k] = _checked(path, f"{key}.{k}", x, kind[k])
+        return out
+    if isinstance(kind, tuple):  # choices
+        if v is None:
+            return None
+        if str(v) not in kind:
+            fail(f"one of {', '.join(kind)}")
+        return str(v)
+    if v is None and kind not in ("workers", "seconds", "bool", "layers", "patterns", "inbox", "dates"):
+        return None
+    if kind == "crs":
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            fail("a CRS (e.g. 6676 or 'EPSG:6676+6695')")
+        try:
+            CRS.from_user_input(v)
+        except CRSError:
+            fail("a CRS PROJ knows (e.g. 6676 or 'EPSG:6676+6695')")
+        return v
+    if kind in ("path", "text"):
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or (kind == "path" and str(v).strip() == ""):
+            fail("a file or folder path" if kind == "path" else "a text")
+        return str(v)
+    if kind == "date":
+        v = iso_date(v)
+        if not isinstance(v, str):
+            fail("a date (YYYY-MM-DD)")
+        try:
+            dt.date.fromisoformat(v[:10])
+        except ValueError:
+            fail("a date (YYYY-MM-DD)")
+        return v
+    if kind == "dates":
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            fail("a mapping of source kind to date (e.g. {als: 2026-04-01})")
+        out = {}
+        for k, x in v.items():
+            if k not in SOURCES:
+                raise ConfigError(f"unknown source kind {key}.{k} in {path}{_nearest(k, SOURCES)} (known: "
+                                  f"{', '.join(SOURCES)})")
+            out[k] = _checked(path, f"{key}.{k}", x, "date")
+        return out
+    if kind == "bool":
+        if not isinstance(v, bool):
+            fail("true or false")
+        return v
+    if kind in ("positive", "seconds"):
+        import math
+
+        if v is None:
+            return 0
+        if not number or math.isnan(v) or v < 0 or (kind == "positive" and v == 0):
+            fail("a number more than 0" if kind == "positive" else "a number of seconds (0 or more)")
+        return v
+    if kind == "level":
+        if not number or v not in (50000, 5000, 2500, 1000, 500, 250):
+            fail("a sheet level: one of 50000, 5000, 2500, 1000, 500, 250")
+        return int(v)
+    if kind == "workers":
+        if v is None:
+            return None
+        if not number or v != int(v) or v < 1:
+            fail("a whole number of at least 1")
+        return int(v)
+    if kind == "whole_list":
+        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+            fail("a list of whole numbers (diameters in mm)")
+        return v
+    if kind in ("patterns", "layers"):  # a list of names; one name written as text is a list of one
+        if v is None:
+            return []
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            fail("a list of file name patterns (e.g. ['*_gcp.csv'])" if kind == "patterns" else
+                 f"a list of layers ({', '.join(list(LAYERS) + ['deer'])})")
+        if kind == "layers":
+            known = list(LAYERS) + ["deer"]
+            for n in v:
+                if n not in known:
+                    raise ConfigError(f"key {key} in {path}: unknown layer {n!r}{_nearest(n, known)} (known: "
+                                      f"{', '.join(known)})")
+        return list(v)
+    if kind == "inbox":
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            fail(f"a mapping of source kind to folder (e.g. {{als: /srv/inbox/als}}); kinds: {', '.join(SOURCES)}")
+        bad = [k for k in v if k not in SOURCES]
+        if bad:
+            raise ConfigError(f"{path}: inbox for unknown source kind(s) {', '.join(sorted(map(str, bad)))}"
+                              f"{_nearest(bad[0], SOURCES)} (known: {', '.join(SOURCES)})")
+        return {k: _checked(path, f"{key}.{k}", x, "path") for k, x in v.items()}
+    raise AssertionError(kind)
+
+
 def load_config(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
+    """The nightly YAML, every key and type checked before anything is read: a ConfigError (a ValueError) names
+    the key and the file. The stages' own config file (`config:`) is checked too. Relative paths are made
+    relative to this file."""
+    from pipeline.config import _read_yaml, check_config_file
+
+    cfg = _read_yaml(path, "nightly config") or {}
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
-    unknown = set(cfg) - CONFIG_KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; known: "
-                          f"{', '.join(sorted(CONFIG_KEYS))}")
+        raise ConfigError(f"{path}: expected a mapping of settings (run_dir:, inbox:, ...), got {_show(cfg)}")
+    for k in cfg:
+        if k not in CONFIG_KEYS:
+            raise ConfigError(f"unknown key {k} in {path}{_nearest(k, CONFIG_KEYS)} (known: "
+                              f"{', '.join(sorted(CONFIG_KEYS))})")
+    for k, kind in list(_TOP.items()) + list(SECTION_OPTIONS.items()):
+        if k in cfg:
+            cfg[k] = _checked(path, k, cfg[k], kind)
     if not cfg.get("run_dir"):
         raise ConfigError(f"{path}: run_dir is required")
     base = os.path.dirname(os.path.abspath(path))
@@ -81,19 +238,24 @@ def load_config(path: str) -> dict:
         return p if p is None or os.path.isabs(str(p)) else os.path.normpath(os.path.join(base, str(p)))
 
     cfg["run_dir"] = resolve(cfg["run_dir"])
-    inbox = cfg.get("inbox") or {}
-    bad = set(inbox) - set(SOURCES)
-    if bad:
-        raise ConfigError(f"{path}: inbox for unknown source kind(s) {', '.join(sorted(bad))}; known: "
-                          f"{', '.join(SOURCES)}")
-    cfg["inbox"] = {k: resolve(v) for k, v in inbox.items() if v}
+    cfg["inbox"] = {k: resolve(v) for k, v in (cfg.get("inbox") or {}).items() if v}
     for k in ("config", "gcp"):
         cfg[k] = resolve(cfg.get(k))
-    for section, keys in (("deer", ("density", "captures", "roads")), ("seaweed", ("dive", "baseline")),
-                          ("road", ("trajectory", "previous"))):
+    for section, kinds in SECTION_OPTIONS.items():
+        if section == "publish":
+            continue
         sec = dict(cfg.get(section) or {})
-        cfg[section] = {k: resolve(v) if k in keys else v for k, v in sec.items()}
+        cfg[section] = {k: resolve(v) if kinds.get(k) == "path" else v for k, v in sec.items()}
     cfg["publish"] = dict(cfg.get("publish") or {})
+    # files the stages will read: missing ones are said now, not after hours of tiling
+    given = [("config", cfg.get("config")), ("gcp", cfg.get("gcp"))] + [
+        (f"{section}.{k}", v) for section, kinds in SECTION_OPTIONS.items() if section != "publish"
+        for k, v in (cfg.get(section) or {}).items() if kinds.get(k) == "path" and v]
+    for key, p in given:
+        if p and not os.path.exists(p):
+            raise ConfigError(f"key {key} in {path}: {p}: no such file")
+    if cfg.get("config"):  # the stages' --config: checked now, not when the night's stages reach it
+        check_config_file(cfg["config"])
     cfg["config_path"] = os.path.abspath(path)
     return cfg
 
@@ -166,6 +328,7 @@ def scan(inbox: dict, settle_seconds: float = 0, now: float | None = None, ignor
     App export folder in the iphone inbox is one input; elsewhere folders are walked. Names matching an `ignore`
     pattern, hidden files, partial downloads and sidecars (.prj ...) are not inputs."""
     now = time.time() if now is None else now
+    ignore = [ignore] if isinstance(ignore, str) else ignore  # one pattern written as text, not its characters
 
     def skip(name):
         return (name.startswith(".") or name.endswith(SKIP_SUFFIXES)
@@ -336,8 +499,9 @@ def nightly(cfg: dict, *, quiet: bool = False, force: bool = False, only: list[s
     with RunLock(run_dir) as lock:
         if lock.stale:  # only a run that died holding the lock leaves partial files: no walk on a normal night
             _clear_partials(run_dir)
+        ignore = cfg.get("ignore") or ()
         inputs, waiting = scan(cfg.get("inbox") or {}, float(cfg.get("settle_seconds") or 0),
-                               ignore=cfg.get("ignore") or ())
+                               ignore=[ignore] if isinstance(ignore, str) else ignore)
         steps = plan(cfg, inputs)
         with Manifest(run_dir) as man:
             for st in steps:
