@@ -554,6 +554,10 @@ def nightly(cfg: dict, *, quiet: bool = False, force: bool = False, only: list[s
                         if st["name"] == "publish":
                             rec["remote_failures"] = [c for k in ("ckan", "stac_api")
                                                       for c in (s.get(k) or {}).get("rerun", [])]
+                            if s.get("status") == "failed":  # a CKAN dataset or the STAC API push failed
+                                failed = True
+                                rec.update(status="failed", error="remote publishing failed: "
+                                           + ", ".join(s.get("failed") or []))
                         if not rec.get("remote_failures"):
                             with Manifest(run_dir) as man:
                                 man.set_state(f"nightly:{st['name']}", st["fp"])

@@ -282,9 +282,6 @@ def test_republish_with_every_dataset_failing_exits_non_zero(run, servers, tmp_p
     s = json.load(open(os.path.join(run["run"], "publish-summary.json"), encoding="utf-8"))
     assert s["status"] == "failed" and len(s["failed"]) == 2, s.get("failed")  # what the night has to go by
     _assert_no_token(token, r.stdout, r.stderr, json.dumps(s, ensure_ascii=False))
-    if r.returncode == 0:
-        pytest.xfail("tasks/nightly.py keeps the publish stage 'done' and the night 'ok' when the publish "
-                     "summary says failed (the change is in the issue 21 report)")
     assert r.returncode == 3 and f"vs-{SURVEY}-als-pointcloud" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
