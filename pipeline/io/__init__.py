@@ -68,10 +68,10 @@ class Opened:
 
 
 def _open_las(path) -> Opened:
-    import laspy
+    import calendar
 
     from ..crs import crs_from_las
-    from .las import iter_las
+    from .las import iter_las, open_laspy, refusal
     from ..validate import check_las
 
     facts = check_las(path)
@@ -80,21 +80,34 @@ def _open_las(path) -> Opened:
               "bounds_header": [*facts.mins, *facts.maxs], "vlrs": len([v for v in facts.vlrs if not v[4]]),
               "evlrs": len([v for v in facts.vlrs if v[4]]),
               "system_identifier": facts.system_identifier, "generating_software": facts.generating_software}
-    fmt = "copc" if any(v[0] == "copc" and v[1] == 1 for v in facts.vlrs) else ("laz" if facts.compressed else "las")
+    copc = facts.copc or (facts.errors and any(v[0] == "copc" and v[1] == 1 for v in facts.vlrs))
+    fmt = "copc" if copc else ("laz" if facts.compressed else "las")
     findings = list(facts.findings)
     crs = None
     meta = {}
     if not facts.errors:
-        crs, more = crs_from_las(path, facts)
+        try:
+            crs, more = crs_from_las(path, facts)
+        except Exception:  # noqa: BLE001 - damaged CRS records: the file says nothing usable about its CRS
+            more = [Finding("warning", "bad-crs-vlr", "the CRS records (WKT or GeoTIFF keys) are damaged and cannot "
+                                                      "be read: no CRS is taken from the file")]
         findings += more
-        with laspy.open(path) as r:
-            pf = r.header.point_format
-            header["dimensions"] = list(pf.dimension_names)
-            header["extra_dimensions"] = list(pf.extra_dimension_names)
+        try:
+            with open_laspy(path, facts) as r:
+                pf = r.header.point_format
+                header["dimensions"] = list(pf.dimension_names)
+                header["extra_dimensions"] = list(pf.extra_dimension_names)
+        except BaseException as e:  # noqa: BLE001 - mapped to a refusal of our own (MemoryError propagates)
+            err = refusal(path, e, facts)
+            facts.findings.append(Finding("error", err.code, str(err)[len(os.path.basename(str(path))) + 2:]))
+            findings.append(facts.findings[-1])
         day, year = facts.creation
-        if year >= 1990 and 1 <= day <= 366:
+        if 1990 <= year <= 9999 and 1 <= day <= 365 + calendar.isleap(year):
             import datetime as dt
             meta["creation_date"] = (dt.date(year, 1, 1) + dt.timedelta(days=day - 1)).isoformat()
+        elif year > 9999 or (year >= 1990 and day > 365 + calendar.isleap(year)):
+            findings.append(Finding("warning", "bad-date", f"the creation date (day {day} of year {year}) is not "
+                                                           f"a date: it is not carried over"))
         if facts.pdrf in (4, 5, 9, 10):
             findings.append(Finding("warning", "waveform", "waveform packet descriptors are not carried over "
                                                            "(they point into an external .wdp file)"))
@@ -122,8 +135,10 @@ def _sidecar_crs(opened: Opened) -> Opened:
             with open(prj, encoding="utf-8-sig") as f:
                 opened.crs = unbound(CRS.from_user_input(f.read().strip()))
             opened.findings.append(Finding("info", "sidecar-crs", f"CRS read from {os.path.basename(prj)}"))
-        except CRSError as e:
-            raise InputError(opened.path, "bad-prj", f"sidecar {os.path.basename(prj)} does not parse: {e}") from None
+        except (CRSError, UnicodeDecodeError) as e:
+            raise InputError(opened.path, "bad-prj", f"sidecar {os.path.basename(prj)} is not a CRS that can be read "
+                                                     f"(WKT or PROJ text expected)",
+                             f"{type(e).__name__}: {e}") from None
     return opened
 
 
@@ -178,13 +193,14 @@ def _open(path, opts: dict) -> Opened:
 
 def expand_inputs(paths, workdir) -> tuple[list[str], list[InputError]]:
     """Files, folders and zips -> (inputs, refused). A 3d Scanner App export folder is one input. Zips are
-    extracted under workdir, safely; a refused zip is returned as an InputError naming it, and the rest goes on."""
+    extracted under workdir, safely, with the zips inside them; a refused zip is returned as an InputError naming it,
+    a refused member as one naming the zip and the member, and the rest goes on."""
     from .archive import extract_zip
     from .scannerapp import is_export
 
     out, refused = [], []
 
-    def walk(p, depth=0):
+    def walk(p):
         p = str(p)
         if os.path.isdir(p):
             if is_export(p):
@@ -198,13 +214,16 @@ def expand_inputs(paths, workdir) -> tuple[list[str], list[InputError]]:
                 dirs[:] = keep
                 for f in sorted(files):
                     if f.lower().endswith(DATA_EXT):
-                        walk(os.path.join(root, f), depth)
+                        walk(os.path.join(root, f))
             return
-        if p.lower().endswith(".zip") and depth < 3:
+        if p.lower().endswith(".zip"):  # an extraction holds no zip: extract_zip expands (or refuses) nested ones
             try:
-                walk(extract_zip(p, workdir), depth + 1)
+                extraction = extract_zip(p, workdir)
             except InputError as e:
                 refused.append(e)
+                return
+            refused.extend(extraction.refused)
+            walk(extraction.folder)
             return
         out.append(p)
 

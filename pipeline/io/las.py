@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 
 import laspy
@@ -18,6 +19,7 @@ WAVEFORM_DIMS = ("wavepacket_index", "wavepacket_offset", "wavepacket_size", "re
                  "x_t", "y_t", "z_t")
 SCAN_ANGLE_STEP = 0.006  # degrees per unit of the PDRF 6-10 scan_angle field
 SCALE = 0.001
+CHUNK_BYTES = 128 * 2**20  # raw point records per chunk read
 PROVENANCE_USER = "pcpipe"
 # Single-threaded lazrs: parallelism comes from Dask worker processes (one thread each), memory per worker
 # stays predictable, and no codec threads exist when a process forks.
@@ -41,28 +43,98 @@ def _columns(rec, point_format) -> dict[str, np.ndarray]:
     return cols
 
 
+class _Patched(io.RawIOBase):
+    """A LAS file as laspy should see it: the bytes of `patches` (offset -> bytes) in place of the file's."""
+
+    def __init__(self, path, patches: dict):
+        self._f = open(path, "rb", buffering=0)
+        self._patches = sorted(patches.items())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self._f.seek(offset, whence)
+
+    def tell(self):
+        return self._f.tell()
+
+    def readinto(self, b):
+        pos = self._f.tell()
+        n = self._f.readinto(b)
+        for at, data in self._patches:
+            lo, hi = max(at, pos), min(at + len(data), pos + (n or 0))
+            if lo < hi:
+                memoryview(b)[lo - pos:hi - pos] = data[lo - at:hi - at]
+        return n
+
+    def close(self):
+        self._f.close()
+        super().close()
+
+
+def open_laspy(path, facts: LasHeaderFacts):
+    """laspy's reader on a file that check_las passed, through the byte patches it asked for (VLR names that are
+    not text). The caller maps laspy's failures with `refusal`."""
+    source = io.BufferedReader(_Patched(path, facts.patches)) if facts.patches else open(path, "rb")
+    try:
+        reader = laspy.open(source, laz_backend=LAZ_BACKEND, closefd=True)
+    except BaseException:
+        source.close()
+        raise
+    reader.header.point_count = facts.point_count  # LAS 1.4 with only the legacy count filled: as check_las reads
+    return reader
+
+
+def refusal(path, e: BaseException, facts: LasHeaderFacts, seen: int | None = None) -> InputError:
+    """A library's failure on a LAS/LAZ file as a refusal in our words; the library's text is kept as detail only.
+    MemoryError and interrupts are not refusals: they propagate."""
+    if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)):
+        raise e
+    if isinstance(e, InputError):
+        return e
+    detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    where = "in its header or VLRs" if seen is None else f"after {seen:,} of {facts.point_count:,} points"
+    if facts.compressed and ("not supported" in detail or "is unknown" in detail):
+        return InputError(path, "laz-unsupported", "the LAZ items listed in its 'laszip encoded' VLR (types or "
+                                                   "versions) cannot be decoded: damaged, or from a LASzip version "
+                                                   "this reader does not know", detail)
+    if facts.compressed and seen is not None:
+        return InputError(path, "laz-damaged", f"the compressed points could not be decoded {where}: the LAZ data is "
+                                               f"damaged or truncated", detail)
+    return InputError(path, "unreadable", f"the file could not be decoded {where}: it is damaged in a way the "
+                                          f"header checks did not catch", detail)
+
+
 def iter_las(path, chunk_size: int = 1_000_000, facts: LasHeaderFacts | None = None):
     """Yield PointCloud chunks (CRS not attached: the caller decides it). Raises InputError for files whose header
-    fails validation, and when the file holds fewer points than its header promises."""
+    fails validation, for points that cannot be decoded, and when the file holds fewer points than its header
+    promises; never a library's exception."""
     facts = facts or check_las(path)
     if facts.errors:
         raise InputError(path, facts.errors[0].code, facts.errors[0].message)
     seen = 0
+    # laspy allocates chunk x record length before it decodes: records of up to 64 KiB (extra bytes) must not
+    # make a chunk of a million points 64 GB
+    chunk_size = max(1, min(chunk_size, CHUNK_BYTES // max(facts.record_length, 1)))
     try:
-        with laspy.open(path, laz_backend=LAZ_BACKEND) as reader:
+        with open_laspy(path, facts) as reader:
             pf = reader.header.point_format
             for rec in reader.chunk_iterator(chunk_size):
                 if len(rec) == 0:
                     break
+                cols = _columns(rec, pf)
+                if not all(np.isfinite(cols[k]).all() for k in "xyz"):  # check_las bounds scales and offsets
+                    raise InputError(path, "bad-scale", f"coordinates after {seen:,} points are not numbers")
                 seen += len(rec)
-                yield PointCloud(_columns(rec, pf), meta={"format": "las"})
+                yield PointCloud(cols, meta={"format": "las"})
     except InputError:
         raise
     except BaseException as e:  # lazrs panics are BaseException (pyo3 PanicException)
-        if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-            raise
-        raise InputError(path, "unreadable", f"laspy could not read the points after {seen:,}: "
-                                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise refusal(path, e, facts, seen) from e
     if seen != facts.point_count:
         raise InputError(path, "count-mismatch", f"header promises {facts.point_count:,} points but "
                                                  f"{seen:,} could be read")
@@ -72,12 +144,25 @@ def read_copc(path, bounds=None, level=None) -> PointCloud:
     """Read a COPC file through its octree hierarchy (optionally a 2D/3D bounds query and a level cap)."""
     from laspy.copc import Bounds, CopcReader
 
-    with CopcReader.open(path) as r:
-        q = None
-        if bounds is not None:
-            q = Bounds(np.array(bounds[: len(bounds) // 2]), np.array(bounds[len(bounds) // 2:]))
-        rec = r.query(bounds=q, level=level)
-        return PointCloud(_columns(rec, r.header.point_format), meta={"format": "copc"})
+    facts = check_las(path)
+    if facts.errors:
+        raise InputError(path, facts.errors[0].code, facts.errors[0].message)
+    if not facts.copc:
+        why = next((f.message for f in facts.findings if f.code == "copc-hierarchy"), "it has no COPC info VLR")
+        raise InputError(path, "copc-damaged", f"not a usable COPC file: {why}")
+    try:
+        source = io.BufferedReader(_Patched(path, facts.patches)) if facts.patches else open(path, "rb")
+        with CopcReader(source, close_fd=True) as r:
+            q = None
+            if bounds is not None:
+                q = Bounds(np.array(bounds[: len(bounds) // 2]), np.array(bounds[len(bounds) // 2:]))
+            rec = r.query(bounds=q, level=level)
+            return PointCloud(_columns(rec, r.header.point_format), meta={"format": "copc"})
+    except InputError:
+        raise
+    except BaseException as e:  # noqa: BLE001
+        err = refusal(path, e, facts, 0)
+        raise InputError(path, "copc-damaged", "the COPC hierarchy's data could not be decoded", err.detail) from e
 
 
 # ------------------------------------------------------------------------------------------------- writing
@@ -92,7 +177,7 @@ def output_pdrf(columns) -> int:
 def _extra_params(cols: dict, pdrf: int) -> list:
     std = set(laspy.PointFormat(pdrf).dimension_names) | set(STANDARD_DIMS)
     params = []
-    for name, arr in cols.items():
+    for name, arr in _split_wide(cols).items():
         if name in std:
             continue
         a = np.asarray(arr)
@@ -101,6 +186,24 @@ def _extra_params(cols: dict, pdrf: int) -> list:
             kind = np.dtype("u1")
         params.append(laspy.ExtraBytesParams(name=name, type=kind))
     return params
+
+
+def _split_wide(cols: dict) -> dict:
+    """Columns of more values per point than one LAS extra dimension can hold, as several of at most 3 each
+    (`name_1`, `name_2` ...): laspy writes no typed dimension of more than 3 values, and reads an untyped one of 8-31
+    or 40-63 ... bytes (whose size has bit 3 or 4 set) as scale/offset flags, failing on its own output. Raw bytes
+    from an input with unregistered extra bytes are the usual case."""
+    out = {}
+    for name, arr in cols.items():
+        a = np.asarray(arr)
+        wide = a.ndim == 2 and a.shape[1] > 3 and (a.dtype != np.uint8 or a.shape[1] & 0x18)
+        if not wide:
+            out[name] = arr
+            continue
+        for k in range(0, a.shape[1], 3):
+            part = a[:, k:k + 3]
+            out[f"{name}_{k // 3 + 1}"] = part[:, 0] if part.shape[1] == 1 else part
+    return out
 
 
 def _date_of(meta) -> dt.date | None:
@@ -188,7 +291,7 @@ class LasWriter:
         if "scan_angle" in c:
             arr["scan_angle"] = np.clip(np.round(np.asarray(c["scan_angle"], np.float64) / SCAN_ANGLE_STEP),
                                         -30000, 30000)
-        for name, a in c.items():
+        for name, a in _split_wide(c).items():
             if name in names and name not in ("X", "Y", "Z", "bit_fields", "classification_flags", "scan_angle"):
                 arr[name] = a
         return arr
