@@ -42,7 +42,7 @@ def cmd_info(a) -> int:
     else:
         for r in res:
             _print_info(r)
-    return 1 if any(r.get("status") == "invalid" for r in res) else 0
+    return 2 if any(r.get("status") != "ok" for r in res) else 0
 
 
 def cmd_ingest(a) -> int:
