@@ -312,6 +312,18 @@ def _outside(path, what, xy, src, how, place: Placement) -> str:
     return msg + ": wrong CRS, or not the same area?"
 
 
+def _csv_placed(path, what: str, xy, geographic: bool, cols, place):
+    """CSV coordinates in the run's CRS: lon,lat columns (JGD2011) converted, x,y columns that hold degrees while
+    the run is in metres refused. Returns (placed xy, source CRS or None, how they were read)."""
+    if not geographic and _degrees(xy) and not place.crs.is_geographic:
+        _fail(path, f"columns {cols[0]},{cols[1]} hold degrees ({_bbox_text(_bounds(xy))}) but the run's CRS is "
+                    f"{_crs_label(place.crs)} (metres): name them lon,lat, or give {_crs_label(place.crs)} "
+                    "coordinates")
+    src = "EPSG:6668" if geographic else None
+    how = "JGD2011 lon/lat (EPSG:6668)" if geographic else f"{_crs_label(place.crs)} (the run's)"
+    return _placed(path, what, xy, src, how, place), src, how
+
+
 def _placed(path, what, xy, src, how, place: Placement) -> np.ndarray:
     """xy in the run's CRS; refused (with _outside's reason) when PROJ cannot place every point."""
     out = place.transform(path, xy, src)
@@ -345,13 +357,7 @@ def read_density(path, grid, place: Placement, field="density"):
             vals.append(v)
         a = np.array(vals)
         xy = a[:, :2]
-        if not geographic and _degrees(xy) and not place.crs.is_geographic:
-            _fail(path, f"columns {xc},{yc} hold degrees ({_bbox_text(_bounds(xy))}) but the run's CRS is "
-                        f"{_crs_label(place.crs)} (metres): name them lon,lat, or give {_crs_label(place.crs)} "
-                        "coordinates")
-        src = "EPSG:6668" if geographic else None
-        how = "JGD2011 lon/lat (EPSG:6668)" if geographic else f"{_crs_label(place.crs)} (the run's)"
-        pxy = _placed(path, "density cells", xy, src, how, place)
+        pxy, src, how = _csv_placed(path, "density cells", xy, geographic, (xc, yc), place)
         h = a[:, 3] / 2
         cover = np.array([pxy[:, 0] - h, pxy[:, 1] - h, pxy[:, 0] + h, pxy[:, 1] + h]).T
         if not place.meets((cover[:, 0].min(), cover[:, 1].min(), cover[:, 2].max(), cover[:, 3].max())):
@@ -404,13 +410,7 @@ def read_captures(path, place: Placement, date_field="date", method_field="metho
             out.append({"x": _number(path, where, xc, r[xc]), "y": _number(path, where, yc, r[yc]),
                         "date": _date(path, where, r[dc]) if dc else None, "method": r[mc] if mc else None})
         xy = np.array([(c["x"], c["y"]) for c in out]).reshape(-1, 2)
-        if not geographic and _degrees(xy) and not place.crs.is_geographic:
-            _fail(path, f"columns {xc},{yc} hold degrees ({_bbox_text(_bounds(xy))}) but the run's CRS is "
-                        f"{_crs_label(place.crs)} (metres): name them lon,lat, or give {_crs_label(place.crs)} "
-                        "coordinates")
-        src = "EPSG:6668" if geographic else None
-        how = "JGD2011 lon/lat (EPSG:6668)" if geographic else f"{_crs_label(place.crs)} (the run's)"
-        pxy = _placed(path, "captures", xy, src, how, place)
+        pxy, src, how = _csv_placed(path, "captures", xy, geographic, (xc, yc), place)
     elif ext in ("geojson", "json", "gpkg"):
         geoms, how, _, _ = _vector(path, "captures", ("Point", "MultiPoint"), place)
         pts = []
