@@ -196,11 +196,12 @@ def test_dense_scan_pipe_seen_over_120_degrees(tmp_path, noise):
     assert 100 <= rows[0]["arc_deg"] <= 140
 
 
-@pytest.mark.parametrize("noise", [0.01, 0.02])
+@pytest.mark.parametrize("noise", [0.02])
 def test_dense_scan_two_parallel_pipes(tmp_path, noise):
     """Two parallel pipes, 150 mm seen over 200 deg and 200 mm over 180 deg, on the dense synthetic scan as above
     (3 mm spacing; the real export is denser): both found, no false pipe, diameters within 5 mm, axes and cover
-    within 2 cm. Seeds 0-7 (19-31 s each): diameter within 0.3 mm at 1 cm noise and 1.6 mm at 2 cm, axis 0.13 cm,
+    within 2 cm. At 2 cm noise only in `make test` (the 1 cm case took 69 s of the CI budget and passes wherever 2 cm
+    does; the seed sweep below covers both). Seeds 0-7 (19-31 s each): diameter within 0.3 mm at 1 cm noise and 1.6 mm at 2 cm, axis 0.13 cm,
     cover 0.1 cm at worst (2 cm, seeds 0-3, with the direction fitted with the circle: within 0.3 mm). With the
     former 1.5 cm voxel thinning a 6 mm scan at 2 cm noise gave false 515 and 605 mm pipes (seeds 1, 2) made of wall
     and floor leftovers."""
