@@ -73,11 +73,14 @@ def test_demo_als_tiles_to_copc(demo_survey, tmp_path):
 
 def test_rerun_does_nothing_and_changes_nothing(demo_survey, tmp_path):
     f = demo_survey["files"]
-    tile([f["als"]], tmp_path, "als", workers=1, quiet=True)
+    first = tile([f["als"]], tmp_path, "als", workers=1, quiet=True)
     before = outputs(tmp_path, "als")
     mtimes = {k: os.stat(tmp_path / "als" / k).st_mtime_ns for k in before}
     s = tile([f["als"]], tmp_path, "als", workers=1, quiet=True)
     assert s["unchanged"] == 1 and s["sheets_built"] == [] and s["accepted"] == 0
+    # the summary's outputs describe the run directory, not this process (a rerun after a kill said "0 points in")
+    assert s["outputs"] == first["outputs"] == {"inputs": 1, "points": first["points_out"],
+                                                  "sheets": first["all_sheets"], "sheet_points": first["points_out"]}
     assert outputs(tmp_path, "als") == before
     assert {k: os.stat(tmp_path / "als" / k).st_mtime_ns for k in before} == mtimes
 
