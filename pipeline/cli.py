@@ -589,7 +589,7 @@ def check_args(a) -> str | None:
     if nominal and not all(v.strip().isdigit() and int(v) > 0 for v in nominal.split(",")):
         return f"--nominal {nominal}: give diameters in whole millimetres, comma-separated (e.g. 50,100,150)"
     out = getattr(a, "out", None)
-    if isinstance(out, str) and os.path.exists(out) and not os.path.isdir(out) and a.cmd not in ("ground",):
+    if isinstance(out, str) and os.path.exists(out) and not os.path.isdir(out) and a.cmd != "pdal-pipeline":
         return f"--out {out}: exists and is not a folder"
     return None
 
