@@ -181,7 +181,7 @@ def test_bend_is_split_into_straight_pieces(tmp_path):
 DENSE = 0.003  # m between points: 5.1e6 points on the synthetic excavation, 1.1e5 per m2
 
 
-@pytest.mark.parametrize("noise", [0.01, 0.02])
+@pytest.mark.parametrize("noise", [0.02])  # 1 cm (27 s) left to the seed sweep: CI's 25 min budget
 def test_dense_scan_pipe_seen_over_120_degrees(tmp_path, noise):
     """The issue's target on a dense scan. Synthetic (pipeline/pipescene.py), 3 mm spacing (1.1e5 points per m2;
     a real 3d Scanner App export is denser still, ~3.1e5 per m2, ~2 mm): the 100 mm pipe seen over 120 deg at 1 and
