@@ -13,6 +13,7 @@ import numpy as np
 
 from ..points import PointCloud
 from ..validate import InputError
+from .text import fits, number_rows
 
 CODE = "bad-pcd"
 REQUIRED = ("FIELDS", "SIZE", "TYPE", "POINTS", "DATA")  # COUNT defaults to 1s, POINTS to WIDTH x HEIGHT
@@ -132,15 +133,8 @@ def _ascii(path, body: bytes, fields, dtypes, counts, points) -> list[np.ndarray
     first = next((ln for ln in io.BytesIO(body) if ln.strip()), b"")
     if b"," in first:
         _refuse(path, "PCD data are comma-separated; the PCD format separates values by spaces (or tabs)")
-    if not first:
-        vals = np.zeros((0, n_values))
-    else:
-        try:
-            vals = np.loadtxt(io.BytesIO(body), dtype=np.float64, comments=None, delimiter=None, ndmin=2,
-                              encoding="latin-1")
-        except ValueError:
-            _bad_row(path, body, n_values)
-            raise  # _bad_row always refuses
+    vals = number_rows(body, n_values, "PCD ascii row", "the header's FIELDS/COUNT declare {n}",
+                       lambda m: _refuse(path, m))
     if vals.shape[0] != points:
         _refuse(path, f"PCD header declares {points:,} points but the ascii data section holds {vals.shape[0]:,} "
                       "rows", "count-mismatch")
@@ -149,35 +143,13 @@ def _ascii(path, body: bytes, fields, dtypes, counts, points) -> list[np.ndarray
     col, out = 0, []
     for f, d, c in zip(fields, dtypes, counts):
         block = vals[:, col:col + c]
-        if d[0] in "ui" and block.size:
+        if d[0] in "ui" and not fits(block, d):
             info = np.iinfo(d)
-            if not (np.isfinite(block).all() and block.min() >= info.min and block.max() <= info.max):
-                _refuse(path, f"PCD ascii field {f!r} holds values outside its TYPE {d[0].upper()} SIZE "
-                              f"{d[1]} ({info.min}..{info.max})")
+            _refuse(path, f"PCD ascii field {f!r} holds values outside its TYPE {d[0].upper()} SIZE "
+                          f"{d[1]} ({info.min}..{info.max})")
         out.append(block[:, 0] if c == 1 else block)  # float64 as written; cast to the field's type below
         col += c
     return out
-
-
-def _bad_row(path, body: bytes, n_values: int):
-    """Name the first row numpy could not read, in our words."""
-    import io
-
-    row = 0
-    for ln in io.BytesIO(body):
-        toks = ln.split()
-        if not toks:
-            continue
-        row += 1
-        if len(toks) != n_values:
-            _refuse(path, f"PCD ascii row {row} holds {len(toks)} values; the header's FIELDS/COUNT declare "
-                          f"{n_values}")
-        for t in toks:
-            try:
-                float(t)
-            except ValueError:
-                _refuse(path, f"PCD ascii row {row} holds a value that is not a number: {t[:40].decode('latin-1')!r}")
-    _refuse(path, "PCD ascii data section does not read as rows of numbers")
 
 
 def _binary(path, body: bytes, rec: np.dtype, points: int) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..points import PointCloud
 from ..validate import InputError
+from .text import fits, number_rows
 
 ALIASES = {"diffuse_red": "red", "diffuse_green": "green", "diffuse_blue": "blue", "nx": "normal_x",
            "ny": "normal_y", "nz": "normal_z", "scalar_intensity": "intensity", "scalar_confidence": "confidence"}
@@ -333,34 +334,16 @@ def _vertex_ascii(path, el: _Element, stream) -> tuple[dict, int]:
     data = block.getvalue()
     if el.has_lists:
         return _vertex_ascii_lists(path, el, data), got
-    if got == 0:
-        vals = np.zeros((0, n_props))
-    else:
-        try:
-            vals = np.loadtxt(io.BytesIO(data), dtype=np.float64, comments=None, delimiter=None, ndmin=2,
-                              encoding="latin-1")
-        except ValueError:
-            for i, ln in enumerate(io.BytesIO(data)):
-                toks = ln.split()
-                if len(toks) != n_props:
-                    _refuse(path, f"PLY vertex line {i + 1} holds {len(toks)} values where the header declares "
-                                  f"{n_props} properties")
-                for t in toks:
-                    try:
-                        float(t)
-                    except ValueError:
-                        _refuse(path, f"PLY vertex line {i + 1} holds {t[:30].decode('latin-1')!r}, not a number")
-            _refuse(path, "PLY vertex lines do not read as numbers")
+    vals = number_rows(data, n_props, "PLY vertex line", "the header declares {n} properties",
+                       lambda m: _refuse(path, m))
     if vals.shape[1] != n_props:
         _refuse(path, f"PLY vertex lines hold {vals.shape[1]} values where the header declares {n_props} properties")
     out = {}
     for i, p in enumerate(el.props):
         col = vals[:, i]
-        if p.dtype[0] in "ui" and col.size:
+        if p.dtype[0] in "ui" and not fits(col, p.dtype):
             info = np.iinfo(p.dtype)
-            if not (np.isfinite(col).all() and col.min() >= info.min and col.max() <= info.max):
-                _refuse(path, f"PLY vertex property {p.name!r} holds values outside its type ({info.min}.."
-                              f"{info.max})")
+            _refuse(path, f"PLY vertex property {p.name!r} holds values outside its type ({info.min}..{info.max})")
         out[p.name] = col if p.name in ("x", "y", "z") else col.astype(p.dtype)  # x, y, z: the written decimal
     return out, got
 
