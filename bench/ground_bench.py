@@ -47,7 +47,7 @@ def isprs(name):
 def demo():
     import laspy
 
-    from pipeline.demo import make_als
+    from pipeline.synthetic.demo import make_als
 
     path = os.path.join(tempfile.mkdtemp(), "als.laz")
     make_als(path)
@@ -61,14 +61,14 @@ def lowest(xyz):
 
 
 def ours(xyz, **params):
-    from pipeline.layers.ground import SMRF, classify_ground
+    from pipeline.layers.terrain.ground import SMRF, classify_ground
 
     return classify_ground(xyz[:, 0], xyz[:, 1], xyz[:, 2], SMRF(**params))[0]
 
 
 def ours_with_terrain(xyz):
-    from pipeline.layers.ground import classify_ground
-    from pipeline.layers.terrain import Grid, terrain_products
+    from pipeline.layers.terrain.ground import classify_ground
+    from pipeline.layers.terrain.dtm import Grid, terrain_products
 
     x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     g = classify_ground(x, y, z)[0]

@@ -27,7 +27,7 @@ def snapshot(folder):
 
 
 def main():
-    from pipeline.demo import make_survey, nightly_config
+    from pipeline.synthetic.demo import make_survey, nightly_config
 
     out = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="nightly-bench-")
     survey = make_survey(out)

@@ -66,7 +66,7 @@ def crlb(n: int, r: float, sigma: float, arc_deg: float, draws: int = 200_000) -
 
 
 def main(seeds: int = 12):
-    from pipeline.layers.pipes import circle_fit, circle_ml
+    from pipeline.layers.pipes.fit import circle_fit, circle_ml
 
     rows = [(0.100, 1600, 0.01), (0.100, 1600, 0.015), (0.100, 1600, 0.02), (0.075, 68000, 0.02)]
     arc = 120.0

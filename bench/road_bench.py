@@ -34,8 +34,8 @@ def main():
 
 
 def run(d: str, km: float, workers: int):
-    from pipeline.roadscene import RoadScene
-    from pipeline.stages.road import road
+    from pipeline.synthetic.roadscene import RoadScene
+    from pipeline.layers.road.stage import road
 
     scene = RoadScene(length=1000.0 * km, density=400.0, radius=800.0, rut_depth=0.01,
                       potholes=[dict(s=50.0 + 100 * i, t=0.3, a=0.3, b=0.25, depth=0.035) for i in range(int(10 * km))])
@@ -55,8 +55,8 @@ def real_street(data: str, seeds=range(5, 11)):
     every detection counted (the street's own ones are false), and the intact street's own counts."""
     import numpy as np
 
-    from pipeline.layers import road as R
-    from pipeline.roadscene import cast_depth_map, detect, read_amsterdam, score_casts
+    from pipeline.layers.road import analysis as R
+    from pipeline.synthetic.roadscene import cast_depth_map, detect, read_amsterdam, score_casts
 
     cfg = R.load_config()
     tile = os.path.join(data, "mms", "cyclomedia_ams_road_ground_labelled_2293_9698.laz")

@@ -28,9 +28,9 @@ def folds_of(n: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from pipeline.layers import seaweed as S
-    from pipeline.layers.dive import read_dive
-    from pipeline.stages.seaweed import seaweed
+    from pipeline.layers.seaweed import beds as S
+    from pipeline.layers.seaweed.dive import read_dive
+    from pipeline.layers.seaweed.stage import seaweed
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--scene", default=str(DATA.parent / "eval" / "seaweed"))
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
                     quiet=True)
         import rasterio
 
-        from pipeline.layers.terrain import Grid
+        from pipeline.layers.terrain.dtm import Grid
 
         with rasterio.open(s["files"]["species"]) as src:
             sp = src.read(1)
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
               f"misses {[(d['species'], int(g)) for d, g, w_ in zip(test, got, want) if g != w_]}")
         areas.append({r["species"]: r["area_ha"] * 1e4 for r in s["jblue"]})
     names = {v: k for k, v in cfg["species"]["labels"].items()}
-    from pipeline.layers.dive import label_table
+    from pipeline.layers.seaweed.dive import label_table
 
     table = label_table(cfg)
     print(f"species accuracy on held-out dive points: {right}/{total} = {right / total:.3f} "

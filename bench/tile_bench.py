@@ -25,7 +25,7 @@ from pyproj import CRS
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline.io.las import LAZ_BACKEND  # noqa: E402
-from pipeline.runner import session  # noqa: E402
+from pipeline.core.runner import session  # noqa: E402
 
 LINE = 2000  # points per scan line
 

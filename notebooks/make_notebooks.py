@@ -155,7 +155,7 @@ QUICKLOOK = [
         `08ND7783`. Heights are T.P. (東京湾平均海面, JGD2011 vertical, EPSG:6695).
 
         Data: `PCPIPE_RUN` (a run folder such as `demo-out/tiles`) when set; otherwise the synthetic demo survey
-        (`pipeline.demo.make_survey`) is written, ingested and tiled in a scratch folder (about 10 s).
+        (`pipeline.synthetic.demo.make_survey`) is written, ingested and tiled in a scratch folder (about 10 s).
     '''),
     SETUP,
     GEO,
@@ -176,7 +176,7 @@ QUICKLOOK = [
             survey_files = None
             print(f"using the existing run folder {run_dir}: ingest and tiling are not repeated")
         else:
-            from pipeline.demo import make_survey
+            from pipeline.synthetic.demo import make_survey
 
             survey = make_survey(str(WORK))
             survey_files = survey["files"]
@@ -381,7 +381,7 @@ DEER = [
 
         Sika deer damage forests and crops; the prefecture plans captures where deer are dense but nobody has
         trapped recently. From airborne LiDAR terrain, a density survey, capture records and forest roads the deer
-        layer (`pipeline.layers.deer.deer_layer`) draws:
+        layer (`pipeline.layers.deer.capture.deer_layer`) draws:
 
         - **捕獲空白区域** (capture gaps, blue): density at or above `gap.min_density` and no capture within
           `gap.capture_radius_m` in the last `gap.recent_days`;
@@ -389,14 +389,14 @@ DEER = [
           vegetation cover) at or above `suitability.capturable_min`, with a walkable route from a 林道 (forest road);
         - **access routes**: least-cost paths over slope, never over ground steeper than `routes.impassable_slope_deg`.
 
-        Every threshold and its reason is in `pipeline/layers/deer.yaml`. Data: `PCPIPE_RUN` (with `terrain/als` and
+        Every threshold and its reason is in `pipeline/layers/deer/config.yaml`. Data: `PCPIPE_RUN` (with `terrain/als` and
         `deer/`) when set; otherwise the demo's airborne survey (hills of Nihondaira) is tiled and its terrain and
         deer layer computed in a scratch folder (about 15 s).
     '''),
     SETUP,
     GEO,
     code('''
-        from pipeline.layers.deer import deer_layer, load_config
+        from pipeline.layers.deer.capture import deer_layer, load_config
 
         if RUN:
             run_dir = pathlib.Path(RUN)
@@ -405,8 +405,8 @@ DEER = [
             config_path = run_dir.parent / "inputs" / "demo-config.yaml"
             config_path = str(config_path) if config_path.exists() else None
         else:
-            from pipeline.demo import make_survey
-            from pipeline.stages.terrain import terrain
+            from pipeline.synthetic.demo import make_survey
+            from pipeline.layers.terrain.stage import terrain
 
             survey = make_survey(str(WORK))
             f = survey["files"]
@@ -545,7 +545,7 @@ DEER = [
         topo = real_sample("airborne", "Topography.laz")
         real_bands = None
         if topo:
-            from pipeline.stages.terrain import terrain
+            from pipeline.layers.terrain.stage import terrain
 
             t = terrain([str(topo)], str(WORK / "real-run"), "als", target_crs=2949, grid_size=100, resolution=1.0,
                         workers=1, quiet=True)
@@ -572,7 +572,7 @@ DEER = [
         assert (routes.max_slope_deg < cfg["routes"]["impassable_slope_deg"]).all()
         assert (routes.length_m <= cfg["routes"]["max_walk_m"]).all()
         if IS_DEMO:
-            from pipeline.demo import ALS_ORIGIN, ALS_SIZE
+            from pipeline.synthetic.demo import ALS_ORIGIN, ALS_SIZE
 
             mid = ALS_ORIGIN[1] + ALS_SIZE[1] / 2
             # gaps only where deer are dense (25/km2, the north half) ...
@@ -595,7 +595,7 @@ ROAD = [
         # Road maintenance: anomalies, MCI and the change since the last survey
 
         MMS (mobile mapping) drives give 200-1000 points/m2 of the road surface. The road layer
-        (`pipeline.stages.road.road`) finds **potholes, bumps, steps and cracks** against a reference surface, and per
+        (`pipeline.layers.road.stage.road`) finds **potholes, bumps, steps and cracks** against a reference surface, and per
         lane and 100 m segment computes rut depth, IRI, flatness, crack ratio and **MCI** with the
         **舗装点検要領** (MLIT 2016) class:
 
@@ -610,14 +610,14 @@ ROAD = [
 
         Data: `PCPIPE_RUN` (with `road/mms`) when set; otherwise the demo's MMS drive in front of the prefectural
         office (two potholes, a step, a sunken manhole cover and 8 mm ruts) is analysed in a scratch folder. A second
-        survey of the same road (`pipeline.roadscene.RoadScene`) then shows the **epoch comparison** (`previous=`).
+        survey of the same road (`pipeline.synthetic.roadscene.RoadScene`) then shows the **epoch comparison** (`previous=`).
     '''),
     SETUP,
     GEO,
     code('''
-        from pipeline.demo import DEMO_ROAD
-        from pipeline.roadscene import RoadScene
-        from pipeline.stages.road import road
+        from pipeline.synthetic.demo import DEMO_ROAD
+        from pipeline.synthetic.roadscene import RoadScene
+        from pipeline.layers.road.stage import road
 
         if RUN:
             road_dir = pathlib.Path(RUN) / "road" / "mms"
@@ -838,7 +838,7 @@ SEAWEED = [
         # 藻場 (seaweed beds): areas, species and the J ブルークレジット table
 
         Multibeam soundings over a seaweed bed land on its **canopy**, not on the seafloor. The seaweed layer
-        (`pipeline.stages.seaweed.seaweed`) finds the floor under the canopy, the height of each sounding above it,
+        (`pipeline.layers.seaweed.stage.seaweed`) finds the floor under the canopy, the height of each sounding above it,
         and per 0.5 m cell the canopy height, **被度** (cover: share of soundings on canopy), volume, backscatter and
         depth. Beds are cells with cover >= 0.25, at least half the bed's own cover nearby (its edge), and canopy
         >= 0.3 m; with dive-survey points (by name or genus, and `bare` where the diver found none) a random forest
@@ -846,7 +846,7 @@ SEAWEED = [
         species the bed area, mean cover, credited area (area x cover) and CO2 = credited area x the species'
         coefficient.
 
-        ⚠ The CO2 coefficients in `pipeline/layers/seaweed.yaml` are order-of-magnitude **placeholders**: set them
+        ⚠ The CO2 coefficients in `pipeline/layers/seaweed/config.yaml` are order-of-magnitude **placeholders**: set them
         from the JBE application guide in force before any credit application.
 
         Data: `PCPIPE_RUN` (with `seaweed/mbes`) when set; otherwise the demo's multibeam survey off Heda (Izu; UTM
@@ -856,15 +856,15 @@ SEAWEED = [
     SETUP,
     GEO,
     code('''
-        from pipeline.layers.seaweed import load_config
+        from pipeline.layers.seaweed.beds import load_config
 
         if RUN:
             sw_dir = pathlib.Path(RUN) / "seaweed" / "mbes"
             dive_csv = pathlib.Path(RUN).parent / "inputs" / "mbes" / "heda_dive.csv"
             dive_csv = dive_csv if dive_csv.exists() else None
         else:
-            from pipeline.demo import DEMO_CHART_DATUM_TO_TP, make_mbes
-            from pipeline.stages.seaweed import seaweed
+            from pipeline.synthetic.demo import DEMO_CHART_DATUM_TO_TP, make_mbes
+            from pipeline.layers.seaweed.stage import seaweed
 
             (WORK / "inputs").mkdir()
             xyz, dive_csv = WORK / "inputs" / "heda_mbes.xyz", WORK / "inputs" / "heda_dive.csv"
@@ -1011,7 +1011,7 @@ SEAWEED = [
         assert abs(beds.area_ha.sum() - summary["bed_area_ha"]) < 0.002
         if IS_DEMO:
             from pyproj import Transformer
-            from pipeline.demo import DEMO_BEDS, MBES_LONLAT
+            from pipeline.synthetic.demo import DEMO_BEDS, MBES_LONLAT
 
             e0, n0 = Transformer.from_crs(4326, 32654, always_xy=True).transform(*MBES_LONLAT)
             to6676 = Transformer.from_crs(32654, 6676, always_xy=True)
@@ -1036,7 +1036,7 @@ PIPES = [
         # 管路台帳 (pipe ledger) from iPhone LiDAR scans of an excavation
 
         When a trench is open (試掘・工事), an iPhone LiDAR scan records the buried pipes before they are covered
-        again. The pipe layer (`pipeline.stages.pipes.pipes`) georeferences the scan with surveyed control points
+        again. The pipe layer (`pipeline.layers.pipes.stage.pipes`) georeferences the scan with surveyed control points
         (a 7-parameter similarity; a wrong point is refused and named), removes outliers, finds the ground, walls
         and floor as planes, clusters what is left and fits a cylinder to each cluster (partial arcs: the pipe is
         seen from above only). Diameters within 15 mm of a nominal size take it. The ledger gives per pipe:
@@ -1053,8 +1053,8 @@ PIPES = [
         if RUN:
             pipes_dir = pathlib.Path(RUN) / "pipes"
         else:
-            from pipeline.demo import make_iphone
-            from pipeline.stages.pipes import pipes
+            from pipeline.synthetic.demo import make_iphone
+            from pipeline.layers.pipes.stage import pipes
 
             (WORK / "inputs").mkdir()
             ply, gcp = WORK / "inputs" / "excavation_scan.ply", WORK / "inputs" / "excavation_gcp.csv"
@@ -1191,7 +1191,7 @@ PIPES = [
         assert not summary["refused"]
         assert (ledger.fit_rms_mm < 20).all()
         if IS_DEMO:
-            from pipeline.demo import DEMO_PIPES
+            from pipeline.synthetic.demo import DEMO_PIPES
 
             assert len(ledger) == 2
             by_nominal = ledger.set_index("nominal_mm")

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from .config import SOURCES
+from .core.config import SOURCES
 
 
 def _print_info(r: dict) -> None:
@@ -86,7 +86,7 @@ def cmd_ground(a) -> int:
         d = run_ground_with_pdal(a.input, a.output)
         print(f"ground (PDAL filters.smrf): {d['points']:,} points -> {a.output}")
         return 0
-    from .stages.terrain import ground_file
+    from .layers.terrain.stage import ground_file
 
     d = ground_file(a.input, a.output, keep_existing=a.keep_existing)
     print(f"ground: {d['ground']:,} of {d['points']:,} points are ground (class 2), {d.get('low_noise', 0):,} low "
@@ -104,7 +104,7 @@ def cmd_pdal_pipeline(a) -> int:
 
 
 def cmd_terrain(a) -> int:
-    from .stages.terrain import terrain
+    from .layers.terrain.stage import terrain
 
     s = terrain(a.paths, a.out, a.source, resolution=a.resolution, keep_existing=a.keep_existing,
                 grid_size=a.grid_size, crs=a.crs, assume_crs=a.assume_crs, target_crs=a.target_crs,
@@ -115,7 +115,7 @@ def cmd_terrain(a) -> int:
 
 
 def cmd_deer(a) -> int:
-    from .layers.deer import deer_layer
+    from .layers.deer.capture import deer_layer
 
     s = deer_layer(a.terrain, a.density, a.captures, a.out, roads_path=a.roads, config_path=a.config,
                    as_of=a.as_of)
@@ -125,7 +125,7 @@ def cmd_deer(a) -> int:
 
 
 def cmd_road(a) -> int:
-    from .stages.road import road
+    from .layers.road.stage import road
 
     s = road(a.paths, a.out, a.source, trajectory=a.trajectory, previous=a.previous, config_path=a.config,
              assume_crs=a.assume_crs, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet)
@@ -143,7 +143,7 @@ def cmd_road(a) -> int:
 
 
 def cmd_seaweed(a) -> int:
-    from .stages.seaweed import seaweed
+    from .layers.seaweed.stage import seaweed
 
     s = seaweed(a.paths, a.out, a.source, dive=a.dive, dive_crs=a.dive_crs, baseline=a.baseline, reference=a.reference,
                 survey={"date": a.date or ""},
@@ -166,7 +166,7 @@ def cmd_seaweed(a) -> int:
 
 
 def cmd_pipes(a) -> int:
-    from .stages.pipes import pipes
+    from .layers.pipes.stage import pipes
 
     nominal = [int(v) for v in a.nominal.split(",")] if a.nominal else None
     s = pipes(a.scans, a.out, gcp=a.gcp, nominal=nominal, date=a.date, config_path=a.config, crs=a.crs,
@@ -205,7 +205,7 @@ def cmd_run(a) -> int:
 
 
 def cmd_heightmap(a) -> int:
-    from .layers.heightmap import export_heightmap
+    from .layers.terrain.heightmap import export_heightmap
 
     bounds = None
     if a.sheet:
@@ -321,7 +321,7 @@ def _log_lines(quiet: bool) -> None:
 
 
 def cmd_demo(a) -> int:
-    from .demo import run_demo
+    from .synthetic.demo import run_demo
 
     return run_demo(a.out, workers=a.workers, quiet=a.quiet)
 
@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--captures", required=True, help="capture records: GeoJSON points or CSV x,y,date,method")
     s.add_argument("--roads", help="forest roads (GeoJSON lines); without them candidates are derived")
     s.add_argument("--out", required=True)
-    s.add_argument("--config", help="YAML with a 'deer:' section overriding pipeline/layers/deer.yaml")
+    s.add_argument("--config", help="YAML with a 'deer:' section overriding pipeline/layers/deer/config.yaml")
     s.add_argument("--as-of", help="survey date (ISO) for 'recent' captures; default: the latest capture")
     s.set_defaults(func=cmd_deer)
 
@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", default="mms", choices=SOURCES)
     s.add_argument("--trajectory", help="CSV of time, E, N, H in the target CRS (default: rebuilt from GPS time)")
     s.add_argument("--previous", help="an earlier road output (run directory or its road/<source>/) to compare")
-    s.add_argument("--config", help="YAML with a road: mapping over pipeline/layers/road.yaml (and profiles:)")
+    s.add_argument("--config", help="YAML with a road: mapping over pipeline/layers/road/config.yaml (and profiles:)")
     s.add_argument("--assume-crs", help="CRS for inputs that carry none (e.g. 7415 for the Amsterdam tiles)")
     s.add_argument("--workers", type=int)
     s.add_argument("--scheduler")
@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--height", help="what z is in the inputs (default: the mbes profile's, chart_datum)")
     s.add_argument("--crs")
     s.add_argument("--assume-crs")
-    s.add_argument("--config", help="YAML with a seaweed: mapping over pipeline/layers/seaweed.yaml (and profiles:)")
+    s.add_argument("--config", help="YAML with a seaweed: mapping over pipeline/layers/seaweed/config.yaml (and profiles:)")
     s.add_argument("--workers", type=int)
     s.add_argument("--scheduler")
     s.add_argument("--quiet", action="store_true")
@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--height", choices=["orthometric", "ellipsoidal"],
                    help="what z is in scans already in map coordinates (default: a local frame, so control points "
                         "or a compound --crs are needed)")
-    s.add_argument("--config", help="YAML with a pipes: mapping over pipeline/layers/pipes.yaml (and profiles:)")
+    s.add_argument("--config", help="YAML with a pipes: mapping over pipeline/layers/pipes/config.yaml (and profiles:)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_pipes)
 

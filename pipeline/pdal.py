@@ -51,7 +51,7 @@ def _reproject(in_srs: str | None, target: str = "EPSG:6676+6695") -> dict:
 
 
 def _ground() -> list[dict]:
-    from .layers.ground import SMRF
+    from .layers.terrain.ground import SMRF
 
     p = SMRF()
     smrf = {"type": "filters.smrf", "slope": p.slope, "window": p.window, "threshold": p.threshold,

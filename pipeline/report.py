@@ -37,7 +37,7 @@ import os
 import sqlite3
 import urllib.parse
 
-from .outputs import write_bytes
+from .core.outputs import write_bytes
 
 # ------------------------------------------------------------------------------------------------ constants
 SHEET_COLOURS = {"rebuilt": "#1f78b4", "unchanged": "#b8c2cc", "failed": "#e31a1c"}

@@ -46,8 +46,8 @@ import os
 import socket
 import time
 
-from pipeline.config import ConfigError as _ConfigError
-from pipeline.manifest import Manifest, file_sha256, stat_of
+from pipeline.core.config import ConfigError as _ConfigError
+from pipeline.core.manifest import Manifest, file_sha256, stat_of
 from pipeline.stages.run import LAYERS
 from pipeline.stages.tile import AllQuarantined, quarantine_records
 
@@ -98,7 +98,7 @@ def _nearest(key, known) -> str:
 def _checked(path: str, key: str, v, kind):
     """The value of setting `key` (dotted) checked against its kind, in the form the stages take; a ConfigError
     naming the key and the file otherwise."""
-    from pipeline.config import iso_date
+    from pipeline.core.config import iso_date
 
     def fail(must):
         raise ConfigError(f"key {key} in {path} must be {must}, got {_show(v)}")
@@ -218,7 +218,7 @@ def load_config(path: str) -> dict:
     """The nightly YAML, every key and type checked before anything is read: a ConfigError (a ValueError) names
     the key and the file. The stages' own config file (`config:`) is checked too. Relative paths are made
     relative to this file."""
-    from pipeline.config import _read_yaml, check_config_file
+    from pipeline.core.config import _read_yaml, check_config_file
 
     cfg = _read_yaml(path, "nightly config") or {}
     if not isinstance(cfg, dict):
@@ -437,7 +437,7 @@ def _run_step(step: dict, cfg: dict, inputs: dict, quiet: bool) -> dict:
         return tile(inputs[source], run_dir, source, **common, **({"gcp": cfg["gcp"]} if source == "iphone"
                                                                    and cfg.get("gcp") else {}))
     if name == "deer":
-        from pipeline.layers.deer import deer_layer
+        from pipeline.layers.deer.capture import deer_layer
 
         d = cfg["deer"]
         return deer_layer(os.path.join(run_dir, "terrain", "als"), d["density"], d["captures"],
@@ -576,7 +576,7 @@ def nightly(cfg: dict, *, quiet: bool = False, force: bool = False, only: list[s
 
 
 def _write_report(summary: dict, run_dir: str, report_dir: str) -> None:
-    from pipeline.outputs import write_json
+    from pipeline.core.outputs import write_json
 
     path = os.path.join(report_dir, "summary.json")
     # first without the report: a report that fails must not cost the summary

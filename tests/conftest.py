@@ -28,7 +28,7 @@ def eval_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def demo_survey(tmp_path_factory):
     """The synthetic demo survey, made once per session (seeded: its truth is known)."""
-    from pipeline.demo import make_survey
+    from pipeline.synthetic.demo import make_survey
 
     folder = tmp_path_factory.mktemp("demo")
     return make_survey(str(folder))

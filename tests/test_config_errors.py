@@ -368,9 +368,9 @@ def test_nightly_ignore_written_as_one_pattern(nightly_dir):
 def test_nightly_section_options_are_the_stages_keywords():
     """The options the nightly config accepts per layer are keyword arguments its stage takes (and the tile
     stage's, which layer stages pass on)."""
-    from pipeline.stages.road import road
-    from pipeline.stages.seaweed import seaweed
-    from pipeline.stages.terrain import terrain
+    from pipeline.layers.road.stage import road
+    from pipeline.layers.seaweed.stage import seaweed
+    from pipeline.layers.terrain.stage import terrain
     from pipeline.stages.tile import tile
     from tasks.nightly import SECTION_OPTIONS
 

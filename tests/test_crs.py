@@ -5,7 +5,7 @@ import pytest
 from pyproj import CRS, Transformer
 
 from pipeline import crs as C
-from pipeline.points import PointCloud
+from pipeline.core.points import PointCloud
 
 
 def cloud(x, y, z, crs=None):

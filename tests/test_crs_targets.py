@@ -97,7 +97,7 @@ def test_compound_feet_in_metre_crs_refused_with_cause(data_dir, tmp_path, name)
 
 def test_feature_collection_names_the_runs_crs():
     """GeoJSON layers are labelled with the run's horizontal CRS (they were EPSG:6676 whatever the target)."""
-    from pipeline.outputs import feature_collection
+    from pipeline.core.outputs import feature_collection
 
     assert feature_collection([], "x", 32654)["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32654"
     assert feature_collection([], "x", "EPSG:10169")["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::6676"
@@ -123,7 +123,7 @@ def test_killed_reader_leaves_no_part_file(tmp_path, data_dir):
     """A reader killed at its time or memory cap cannot clean up after itself (its `.part` stays: 4 M points under a
     1.5 s cap left big.laz.part): ingest removes what a refused input left under its output name (only the nightly
     batch did). The kill is stood in for by a part file left beside a file that is then refused."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.stages.ingest import _task, ingest_options
 
     out = tmp_path / "out" / "bad.laz"

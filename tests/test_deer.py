@@ -6,9 +6,9 @@ import json
 import numpy as np
 import rasterio
 
-from pipeline.layers.deer import deer_layer
-from pipeline.layers.terrain import Grid, hillshade, slope_aspect
-from pipeline.stages.terrain import write_cog
+from pipeline.layers.deer.capture import deer_layer
+from pipeline.layers.terrain.dtm import Grid, hillshade, slope_aspect
+from pipeline.layers.terrain.stage import write_cog
 
 W, N = -10800.0, -113400.0  # north-west corner of sheet 08ND7783; the scene is 400 m x 300 m at 1 m
 

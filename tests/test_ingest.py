@@ -146,7 +146,7 @@ def test_demo_mbes_without_chart_datum_offset_is_quarantined(demo_survey, tmp_pa
 def test_demo_iphone_georeferenced_by_control_points(demo_survey, tmp_path):
     import plyfile
 
-    from pipeline.demo import iphone_transform
+    from pipeline.synthetic.demo import iphone_transform
 
     f = demo_survey["files"]
     r = only(ingest([f["iphone"]], tmp_path, "iphone", gcp=f["gcp"], quiet=True))

@@ -6,7 +6,7 @@ import pytest
 from pyproj import CRS
 
 from pipeline.io.las import LasWriter
-from pipeline.points import PointCloud
+from pipeline.core.points import PointCloud
 from pipeline.validate import check_las
 
 

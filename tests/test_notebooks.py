@@ -115,12 +115,12 @@ def test_notebook_runs_standalone(path, kernel_env):
 
 def _build_run(out: pathlib.Path) -> None:
     """What run_demo makes, stage by stage, without publishing (for when publishing cannot run here)."""
-    from pipeline.demo import make_survey
-    from pipeline.layers.deer import deer_layer
-    from pipeline.stages.pipes import pipes
-    from pipeline.stages.road import road
-    from pipeline.stages.seaweed import seaweed
-    from pipeline.stages.terrain import terrain
+    from pipeline.synthetic.demo import make_survey
+    from pipeline.layers.deer.capture import deer_layer
+    from pipeline.layers.pipes.stage import pipes
+    from pipeline.layers.road.stage import road
+    from pipeline.layers.seaweed.stage import seaweed
+    from pipeline.layers.terrain.stage import terrain
     from pipeline.stages.tile import tile
 
     f = make_survey(str(out))["files"]
@@ -142,7 +142,7 @@ def _build_run(out: pathlib.Path) -> None:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> pathlib.Path:
     """One demo run folder for every notebook, as `make demo` makes demo-out/tiles."""
-    from pipeline.demo import run_demo
+    from pipeline.synthetic.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo-run")
     try:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pipeline.layers.ground import SMRF
+from pipeline.layers.terrain.ground import SMRF
 from pipeline.pdal import PdalUnavailable, pdal_available, pipeline_for, run_ground_with_pdal
 from tiles.mapsheet import sheet_bounds
 

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from pipeline.pipescene import Excavation
+from pipeline.synthetic.pipescene import Excavation
 
 ROT = np.radians(30.0)
 R = np.array([[np.cos(ROT), -np.sin(ROT), 0], [np.sin(ROT), np.cos(ROT), 0], [0, 0, 1.0]])
@@ -40,7 +40,7 @@ def local_scan(tmp_path, scene: Excavation, name="scan", wrong=None):
 
 def ledger_rows(tmp_path, scene):
     """The stage's ledger rows for a scene scanned in the local frame and georeferenced by its control points."""
-    from pipeline.stages.pipes import pipes
+    from pipeline.layers.pipes.stage import pipes
 
     ply, gcp = local_scan(tmp_path, scene)
     return pipes([ply], str(tmp_path / "out"), gcp=gcp, quiet=True)["pipes"]
@@ -64,7 +64,7 @@ def check(rows, scene, dia_tol_mm=5.0):
 
 def test_two_parallel_pipes_georeferenced_by_control_points(tmp_path):
     """150 mm (200 deg seen, 4 per mille) and 200 mm (180 deg) pipes 0.5 m apart, 1.5 cm noise."""
-    from pipeline.stages.pipes import pipes
+    from pipeline.layers.pipes.stage import pipes
 
     scene = Excavation(noise=0.015, pipes=[dict(y=0.45, z=-1.1, diameter=0.150, arc=200.0, slope=0.004),
                                            dict(y=0.95, z=-1.0, diameter=0.200, arc=180.0, slope=0.0)])
@@ -117,7 +117,7 @@ def test_wrong_control_point_refuses_the_scan(tmp_path, capsys):
 def test_icp_aligns_a_second_scan():
     """Two scans of one excavation (independent noise), the second off by 3 cm and 0.8 deg: point-to-plane ICP
     brings it back; the reported inlier RMSE is the noise level."""
-    from pipeline.layers import pipes as PL
+    from pipeline.layers.pipes import fit as PL
 
     cfg = PL.load_config()
     scene = Excavation(noise=0.01)
@@ -144,7 +144,7 @@ def test_circle_fit_follows_a_tilted_axis():
     along the pipe. Given each point's position along the pipe, circle_ml fits the drift (3.0 mm per metre here)
     and gives the diameter it gives across the true axis (within 0.1 mm); without them the diameter comes out
     2.2 mm small."""
-    from pipeline.layers.pipes import circle_ml
+    from pipeline.layers.pipes.fit import circle_ml
 
     r, s, n = 0.0375, 0.02, 8000
     rng = np.random.default_rng(1)
@@ -266,7 +266,7 @@ def test_shared_eval_scene(tmp_path, eval_dir, name):
     +0.3 / +0.4 / -0.4 mm, axes within 0.1 cm (before: the two along the trench and the 50 mm one were missed)."""
     import json
 
-    from pipeline.stages.pipes import pipes
+    from pipeline.layers.pipes.stage import pipes
 
     truth = json.loads((eval_dir / "pipes" / f"{name}.json").read_text())
     rows = pipes([str(eval_dir / "pipes" / f"{name}.laz")], str(tmp_path / "out"), height="orthometric",

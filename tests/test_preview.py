@@ -42,7 +42,7 @@ def _need_vendor():
 def published(tmp_path_factory):
     """A run directory from the demo survey with its 3D Tiles and preview page."""
     _need_vendor()
-    from pipeline.demo import run_demo
+    from pipeline.synthetic.demo import run_demo
     from pipeline.publish.preview import write_preview
     from pipeline.publish.products import discover
     from pipeline.stages.tiles3d import tiles3d

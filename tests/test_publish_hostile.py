@@ -22,7 +22,7 @@ import laspy
 import numpy as np
 import pytest
 
-from pipeline import demo
+from pipeline.synthetic import demo
 from pipeline.publish import ckan as ck
 from pipeline.publish import stac
 from tiles.mapsheet import sheet_bounds, sheet_code

@@ -29,8 +29,8 @@ def _stamp(t: float) -> str:
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory, demo_survey):
-    from pipeline.manifest import Manifest
-    from pipeline.outputs import write_json
+    from pipeline.core.manifest import Manifest
+    from pipeline.core.outputs import write_json
     from pipeline.report import write_report
     from pipeline.stages.tile import tile
     from tasks.nightly import _quarantined, _small

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.layers import pavement as P
-from pipeline.layers import road as R
-from pipeline.points import PointCloud
-from pipeline.roadscene import (RoadScene, cast_depth_map, detect, read_amsterdam, score_casts,
+from pipeline.layers.road.analysis import pavement as P
+from pipeline.layers.road import analysis as R
+from pipeline.core.points import PointCloud
+from pipeline.synthetic.roadscene import (RoadScene, cast_depth_map, detect, read_amsterdam, score_casts,
                                 write_points)
 
 CFG = R.load_config()
@@ -119,7 +119,7 @@ FEATURES = dict(length=200.0, radius=400.0, rut_depth=0.015, potholes=POTHOLES,
 def road_run(tmp_path_factory):
     """The whole stage on a synthetic road (curve of 400 m radius, 3 lanes between kerbs, 400 pts/m2, 5 mm noise),
     trajectory rebuilt from GPS time."""
-    from pipeline.stages.road import road
+    from pipeline.layers.road.stage import road
 
     d = tmp_path_factory.mktemp("road")
     scene = RoadScene(**FEATURES)
@@ -222,7 +222,7 @@ def test_iri_from_points_matches_the_quarter_car_on_the_true_profile():
 
 
 def test_epoch_comparison_new_grown_gone(tmp_path):
-    from pipeline.stages.road import road
+    from pipeline.layers.road.stage import road
 
     a = [dict(s=30, t=0.2, a=0.3, b=0.25, depth=0.03), dict(s=70, t=-0.5, a=0.3, b=0.3, depth=0.03)]
     b = [dict(s=30, t=0.2, a=0.3, b=0.25, depth=0.05), dict(s=50, t=1.0, a=0.25, b=0.25, depth=0.03)]
@@ -316,7 +316,7 @@ def test_intact_real_street_reports_at_most_one_pothole(data_dir, tmp_path):
     """`pcpipe road` on the raw real street moved into EPSG:6676: at most the one pothole named in INTACT_POTHOLES,
     severity low (before this layer measured evidence: 48, 18 of them high), no crack (not attempted: the
     intensity detector is not validated) and only the bumps named in INTACT_BUMPS."""
-    from pipeline.stages.road import road
+    from pipeline.layers.road.stage import road
 
     cols, _ = _amsterdam(data_dir, "2293_9698", SHIFT)
     write_points(str(tmp_path / "street.las"), cols)

@@ -11,9 +11,9 @@ import pytest
 import rasterio
 from scipy import ndimage
 
-from pipeline.layers import seaweed as S
-from pipeline.layers.terrain import Grid
-from pipeline.seascene import SPECIES, SeaScene
+from pipeline.layers.seaweed import beds as S
+from pipeline.layers.terrain.dtm import Grid
+from pipeline.synthetic.seascene import SPECIES, SeaScene
 
 CFG = S.load_config()
 
@@ -96,7 +96,7 @@ def _write_dives(path, dives):
 def test_stage_outputs_jblue_and_baseline(tmp_path, bag):
     """Two epochs: the second gains a fourth bed (アマモ, 30 m x 12 m ellipse); the comparison reports exactly
     that bed as gained (area within 5 %) and nothing lost; J Blue rows per species plus the total."""
-    from pipeline.stages.seaweed import seaweed
+    from pipeline.layers.seaweed.stage import seaweed
 
     beds = SeaScene().beds
     new = dict(species=3, cx=40.0, cy=160.0, a=30.0, b=12.0, angle=0.0)
@@ -166,7 +166,7 @@ def test_real_bag_reads_as_a_reference_surface(data_dir):
 def test_seafloor_against_a_bag_reference(tmp_path, bag):
     """A BAG of the scene's true floor 0.5 m higher (another vertical datum): the stage reports the 0.5 m offset
     and, after it, the shape error of its floor (beds included)."""
-    from pipeline.stages.seaweed import seaweed
+    from pipeline.layers.seaweed.stage import seaweed
 
     scene = SeaScene(density=2.0, bag=bag, seed=4)
     scene.write_las(str(tmp_path / "mb.las"))
@@ -200,7 +200,7 @@ def test_cli_seaweed_and_sonar_provenance(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ dive files as surveys write them
 def test_dive_labels_by_code_name_binomial_genus_alias_and_bare():
-    from pipeline.layers.dive import label_table
+    from pipeline.layers.seaweed.dive import label_table
 
     t = label_table(CFG)
     for label, code in (("1", 1), ("カジメ", 1), ("Ecklonia cava", 1), ("ecklonia", 1), ("ＥＣＫＬＯＮＩＡ", 1),
@@ -305,7 +305,7 @@ def eval_runs(eval_dir, tmp_path_factory):
     once per fold: trained on the other folds' dive points (fixed-seed split), so that each dive point is predicted
     by a model that never saw it. The first fold goes through the CLI."""
     from pipeline.cli import main
-    from pipeline.stages.seaweed import seaweed
+    from pipeline.layers.seaweed.stage import seaweed
 
     scene = eval_dir / "seaweed"
     if not (scene / "seaweed_dev.laz").exists():
@@ -343,7 +343,7 @@ def eval_runs(eval_dir, tmp_path_factory):
 def test_eval_scene_bed_area_against_truth(eval_runs):
     """Targets: total bed area within 5 %, each species within 10 %. Measured (3 folds): total +0.7 %, Zostera
     -1.8 %, Ecklonia +4.5 %, Sargassum -1.9 % (before: +7.3 %, +4.5 %, +13.3 %, +2.2 % with a converted dive file)."""
-    from pipeline.layers.dive import label_table
+    from pipeline.layers.seaweed.dive import label_table
 
     runs, truth = eval_runs
     table = label_table(CFG)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pyproj import CRS, Transformer
 
-from pipeline import demo
+from pipeline.synthetic import demo
 from pipeline.publish import products as prodmod
 from pipeline.publish import stac
 from pipeline.stages.tile import tile

@@ -8,9 +8,9 @@ import pytest
 import rasterio
 from pyproj import CRS
 
-from pipeline.layers.ground import SMRF, classify_ground, fill_holes
-from pipeline.layers.terrain import Grid, terrain_products
-from pipeline.stages.terrain import terrain
+from pipeline.layers.terrain.ground import SMRF, classify_ground, fill_holes
+from pipeline.layers.terrain.dtm import Grid, terrain_products
+from pipeline.layers.terrain.stage import terrain
 
 
 def isprs(data_dir, name):
@@ -240,8 +240,8 @@ def test_heightmap_round_trip(tmp_path):
     """Synthetic DTM with a nodata hole: PNG and RAW values turn back into heights within half a step."""
     from PIL import Image
 
-    from pipeline.layers.heightmap import export_heightmap
-    from pipeline.stages.terrain import write_cog
+    from pipeline.layers.terrain.heightmap import export_heightmap
+    from pipeline.layers.terrain.stage import write_cog
 
     grid = Grid(west=-10800.0, north=-113400.0, res=0.5, rows=600, cols=800)
     cx, cy = grid.centres()

@@ -92,7 +92,7 @@ def test_compound_and_wkt_crs_details(data_dir):
 
 
 def test_time_cap_stops_a_hanging_reader():
-    from pipeline.guard import CapExceeded, run_capped
+    from pipeline.core.guard import CapExceeded, run_capped
 
     t0 = time.monotonic()
     with pytest.raises(CapExceeded, match="cap of 1 s"):
@@ -101,7 +101,7 @@ def test_time_cap_stops_a_hanging_reader():
 
 
 def test_memory_cap_stops_a_greedy_reader():
-    from pipeline.guard import run_capped
+    from pipeline.core.guard import run_capped
     from pipeline.validate import InputError
 
     with pytest.raises(InputError) as e:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.outputs import write_bytes, write_json
+from pipeline.core.outputs import write_bytes, write_json
 
 from .copc import _compact
 from .copc import octree as copc_octree

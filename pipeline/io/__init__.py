@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from ..points import PointCloud
+from ..core.points import PointCloud
 from ..validate import Finding, InputError
 
 LAS_EXT = (".las", ".laz")

@@ -8,7 +8,7 @@ import json
 import laspy
 import numpy as np
 
-from ..points import PointCloud
+from ..core.points import PointCloud
 from ..validate import InputError, LasHeaderFacts, check_las
 
 STANDARD_DIMS = ("x", "y", "z", "intensity", "return_number", "number_of_returns", "synthetic", "key_point",

@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 
-from ..points import PointCloud
+from ..core.points import PointCloud
 from ..validate import InputError
 from .text import fits, number_rows
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..points import PointCloud
+from ..core.points import PointCloud
 from ..validate import InputError
 from .text import fits, number_rows
 

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from ..points import PointCloud
+from ..core.points import PointCloud
 from ..validate import InputError
 
 

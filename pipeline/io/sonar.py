@@ -6,7 +6,7 @@ import re
 import numpy as np
 from pyproj import CRS
 
-from ..points import PointCloud
+from ..core.points import PointCloud
 from ..validate import InputError
 
 EARTH_RADIUS = 6_371_008.8  # metres; beam offsets are at most a few km, so a sphere is precise enough

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from ..points import PointCloud
+from ..core.points import PointCloud
 from ..validate import InputError
 
 # Header words that name the same thing.

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 
-from ..outputs import write_bytes
+from ..core.outputs import write_bytes
 from .products import KINDS, SOURCES, Product, footprint
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 
-from ..manifest import file_sha256
+from ..core.manifest import file_sha256
 
 SOURCES = {  # source kind -> (Japanese, English, pc:type)
     "als": ("航空レーザ測量", "airborne laser scanning", "lidar"),

@@ -46,7 +46,7 @@ from pystac.extensions.file import FileExtension
 from pystac.extensions.pointcloud import PointcloudExtension, Schema, SchemaType, Statistic
 from pystac.extensions.projection import ProjectionExtension
 
-from ..outputs import write_bytes
+from ..core.outputs import write_bytes
 from .ckan import clip
 
 log = logging.getLogger(__name__)

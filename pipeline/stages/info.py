@@ -6,8 +6,8 @@ import os
 import numpy as np
 
 from .. import crs as crsmod
-from ..config import load_config, profile
-from ..guard import run_capped
+from ..core.config import load_config, profile
+from ..core.guard import run_capped
 from ..io import open_input
 from ..validate import InputError
 

@@ -13,12 +13,12 @@ import pyproj
 from pyproj import CRS
 
 from .. import crs as crsmod
-from ..config import load_config, profile
-from ..guard import capped_or_quarantined
+from ..core.config import load_config, profile
+from ..core.guard import capped_or_quarantined
 from ..io import expand_inputs, open_input
 from ..io.las import LasWriter
-from ..outputs import write_json
-from ..runner import map_tasks
+from ..core.outputs import write_json
+from ..core.runner import map_tasks
 from ..validate import InputError
 
 VERSION = 1  # of the normalised output; bump when output bytes change on purpose

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..outputs import write_json
+from ..core.outputs import write_json
 
 
 def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = None, ckan: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..outputs import write_json
+from ..core.outputs import write_json
 
 # layer stage -> (source kind it reads, runner). Runners take (paths, run_dir, source, **options).
 LAYERS = {
@@ -18,19 +18,19 @@ LAYERS = {
 
 def _runner(name):
     if name == "terrain":
-        from .terrain import terrain
+        from ..layers.terrain.stage import terrain
 
         return terrain
     if name == "road":
-        from .road import road
+        from ..layers.road.stage import road
 
         return road
     if name == "seaweed":
-        from .seaweed import seaweed
+        from ..layers.seaweed.stage import seaweed
 
         return seaweed
     if name == "pipes":
-        from .pipes import pipes
+        from ..layers.pipes.stage import pipes
 
         def run_pipes(paths, out_dir, source, **o):
             """The scans are tiled like every source (their point clouds are published too), then read as one

@@ -20,13 +20,13 @@ import numpy as np
 from pyproj import CRS
 
 from .. import crs as crsmod
-from ..config import load_config, profile
-from ..guard import capped_or_quarantined
+from ..core.config import load_config, profile
+from ..core.guard import capped_or_quarantined
 from ..io import expand_inputs
 from ..io.las import LAZ_BACKEND, LasWriter, add_provenance, read_provenance
-from ..manifest import Manifest, file_sha256
-from ..outputs import write_json
-from ..runner import session
+from ..core.manifest import Manifest, file_sha256
+from ..core.outputs import write_json
+from ..core.runner import session
 from ..validate import InputError
 from .ingest import Ingestion, ingest_options, target_of
 
@@ -451,7 +451,7 @@ def sheet_with_buffer(run_dir: str, source: str, code: str, margin: float):
     """A sheet's points plus those of its neighbours within `margin` metres of its edges, as one PointCloud
     with a boolean column 'in_sheet'. For layers that need context at sheet edges (terrain, roads)."""
     from ..io import open_input
-    from ..points import PointCloud
+    from ..core.points import PointCloud
 
     settings = read_settings(run_dir)
     grid = _grid(settings)

@@ -5,7 +5,7 @@ each sheet an external tileset (see tiles.tiles3d for the format and the placeme
   tiles3d(RUN_DIR/tiles, OUT)      ->  OUT/<source>/tileset.json ... for every source folder found
   pipes_tileset(PIPES_DIR, OUT)    ->  OUT/tileset.json with the excavation surface and the pipe cylinders
 
-Sheets are converted in parallel (pipeline.runner), one task per sheet file: tasks get paths and return small
+Sheets are converted in parallel (pipeline.core.runner), one task per sheet file: tasks get paths and return small
 summaries. A sheet that cannot be converted is listed with its reason and left out of its source's tileset; the
 others go on. Point counts are checked: every point of a converted sheet is in exactly one tile."""
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 from tiles.tiles3d import (Tiles3DError, TilingParams, box_corners, enclosing_box, mesh_tileset, write_sheet,
                            write_source_tileset)
 
-from ..outputs import write_json
-from ..runner import map_tasks
+from ..core.outputs import write_json
+from ..core.runner import map_tasks
 
 SHEET_EXTS = (".copc.laz", ".laz", ".las")
 

@@ -9,10 +9,10 @@ import os
 
 import numpy as np
 
-from ..layers import road as R
-from ..outputs import feature_collection, write_csv, write_json
-from ..runner import session
-from .tile import EXT, output_crs, tiled_sheets
+from . import analysis as R
+from ...core.outputs import feature_collection, write_csv, write_json
+from ...core.runner import session
+from ...stages.tile import EXT, output_crs, tiled_sheets
 
 SEGMENT_FIELDS = ["pass", "lane", "segment", "station_from_m", "station_to_m", "rut_mm", "rut_max_mm", "iri_mm_m",
                   "sigma_mm", "crack_pct", "mci", "mci0", "mci1", "mci2", "mci_min", "class_crack", "class_rut",
@@ -22,7 +22,7 @@ ANOMALY_FIELDS = ["id", "type", "severity", "pass", "lane", "station_m", "sheet"
 
 
 def _read_sheet(path):
-    from ..io import open_input
+    from ...io import open_input
 
     return list(open_input(path).chunks(2_000_000))
 
@@ -43,7 +43,7 @@ def sum_task(item: dict) -> dict:
     """Road-frame sums of one sheet for every pass it reaches, saved as <work>/<code>-p<k>.npz."""
     cfg = item["cfg"]
     chunks = _read_sheet(item["path"])
-    from ..points import PointCloud
+    from ...core.points import PointCloud
 
     cloud = PointCloud({k: np.concatenate([c.columns[k] for c in chunks]) for k in chunks[0].columns})
     out = []
@@ -95,7 +95,7 @@ PRIORITY_FIELDS = ["rank", "kind", "id", "pass", "lane", "station_m", "class", "
 
 def deviation_raster(results, cell: float):
     """Deviation (mm) of every pass splatted onto one world grid (mean where passes overlap)."""
-    from ..layers.terrain import Grid
+    from ..terrain.dtm import Grid
 
     pts = []
     for p, res, row0 in results:
@@ -209,7 +209,7 @@ def compare_epochs(prev_dir: str, anomalies: list[dict], segments: list[dict], c
 
 def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, previous: str | None = None,
          config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    from .terrain import write_cog
+    from ..terrain.stage import write_cog
 
     cfg = R.load_config(config_path)
     out_dir = os.path.abspath(out_dir)

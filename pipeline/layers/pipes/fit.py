@@ -11,7 +11,7 @@ import numpy as np
 
 
 def load_config(path=None) -> dict:
-    from ..config import layer_config
+    from ...core.config import layer_config
 
     return layer_config("pipes", path)
 

@@ -17,7 +17,7 @@ SUMS = ("n", "z", "zz", "i", "n11")  # per cell: count, sum z, sum z^2, sum inte
 
 
 def load_config(path=None) -> dict:
-    from ..config import layer_config
+    from ...core.config import layer_config
 
     return layer_config("road", path)
 
@@ -315,7 +315,7 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
     crossfall and steps stay in it, potholes and bumps do not); then, where the surface departs from that by
     more than half the outline threshold, the reference is filled harmonically from the surface around the
     anomaly (the median next to a hole is pulled into it)."""
-    from .ground import fill_holes
+    from ..terrain.ground import fill_holes
 
     cell = cfg["frame"]["cell_m"]
     r = cfg["reference"]

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from ..layers import pipes as PL
-from ..outputs import feature_collection, write_csv, write_json
+from . import fit as PL
+from ...core.outputs import feature_collection, write_csv, write_json
 
 FIELDS = ["id", "nominal_mm", "diameter_mm", "start_e", "start_n", "start_h", "end_e", "end_n", "end_h", "length_m",
           "slope_permille", "cover_start_m", "cover_end_m", "fit_rms_mm", "arc_deg", "points", "scan_date", "source",
@@ -16,7 +16,7 @@ FIELDS = ["id", "nominal_mm", "diameter_mm", "start_e", "start_n", "start_h", "e
 
 
 def _read_xyz(path):
-    from ..io import open_input
+    from ...io import open_input
 
     parts = [np.column_stack([c.x, c.y, c.z]) for c in open_input(path).chunks(2_000_000)]
     return np.vstack(parts) if parts else np.zeros((0, 3))
@@ -97,7 +97,7 @@ def quicklook(path, xyz, rows, res=0.01):
 
 def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None = None, date: str | None = None,
           config_path: str | None = None, quiet: bool = False, **ingest_opts) -> dict:
-    from ..stages.ingest import ingest
+    from ...stages.ingest import ingest
 
     cfg = PL.load_config(config_path)
     if nominal:

@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .ground import fill_holes, occupied_area
-from .terrain import Grid
+from ..terrain.ground import fill_holes, occupied_area
+from ..terrain.dtm import Grid
 
 PRODUCTS = ("depth", "canopy_height", "cover", "volume", "backscatter_mean", "backscatter_std", "roughness",
             "soundings")
 
 
 def load_config(path=None) -> dict:
-    from ..config import layer_config
+    from ...core.config import layer_config
 
     return layer_config("seaweed", path)
 

@@ -279,7 +279,7 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
     simulator heightmap. Returns 0 when every input was accepted and every stage finished."""
     from tasks.nightly import load_config, nightly
 
-    from .layers.heightmap import export_heightmap
+    from ..layers.terrain.heightmap import export_heightmap
 
     t0 = time.time()
     survey = make_survey(out)

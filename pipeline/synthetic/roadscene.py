@@ -240,8 +240,8 @@ def press_casts(cols: dict, label: np.ndarray, depth_map: np.ndarray, seed: int,
 def detect(cols: dict, cfg: dict) -> list[dict]:
     """The road layer on raw columns as the stage runs it, without tiling: passes from GPS time, road-frame sums,
     analysis of each pass, passes merged. All anomaly types."""
-    from .layers import road as R
-    from .points import PointCloud
+    from ..layers.road import analysis as R
+    from ..core.points import PointCloud
 
     cloud = PointCloud(dict(cols))
     passes = R.passes_from_bins([R.time_bins(cols["gps_time"], cols["x"], cols["y"], cols["z"],
@@ -277,7 +277,7 @@ def score(found: list[dict], truths: list[dict], centre, match_m: float = 0.5) -
 def score_casts(street: dict, label: np.ndarray, depth_map: np.ndarray, seeds, cfg: dict) -> dict:
     """Casts pressed into a copy of the street per seed, the layer run on it, every pothole it reports scored
     (score); the counts summed and the errors pooled over the seeds."""
-    from .layers import road as R
+    from ..layers.road import analysis as R
 
     total = {"tp": 0, "fp": 0, "fn": 0, "depth_err": [], "area_err": []}
     for seed in seeds:
@@ -295,7 +295,7 @@ def cast_depth_map(ply_path: str, cells: int = 64) -> np.ndarray:
     from plyfile import PlyData
     from scipy import ndimage
 
-    from .layers.ground import fill_holes
+    from ..layers.terrain.ground import fill_holes
 
     v = PlyData.read(ply_path)["vertex"]
     x, y, z = (np.asarray(v[k], float) for k in "xyz")

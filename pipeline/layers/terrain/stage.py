@@ -10,11 +10,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..layers.ground import SMRF, reclassify
-from ..layers.terrain import NODATA, PRODUCTS, Grid, TerrainParams, terrain_products
-from ..outputs import write_json
-from ..runner import session
-from .tile import output_crs, sheet_with_buffer, tiled_sheets
+from .ground import SMRF, reclassify
+from .dtm import NODATA, PRODUCTS, Grid, TerrainParams, terrain_products
+from ...core.outputs import write_json
+from ...core.runner import session
+from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
 
 DTYPES = {"dtm_filled": "uint8", "hillshade": "uint8"}
 
@@ -40,15 +40,15 @@ def write_cog(path: str, array: np.ndarray, grid: Grid, crs, tags: dict, nodata=
 def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF()) -> dict:
     """`pcpipe ground`: the input with class 2 on ground, 1 elsewhere (other classes kept), 7 on low noise, in its
     own CRS. SMRF's metric parameters are converted when the CRS is in feet."""
-    from ..io import open_input
-    from ..io.las import LasWriter
-    from ..points import PointCloud
+    from ...io import open_input
+    from ...io.las import LasWriter
+    from ...core.points import PointCloud
 
     opened = open_input(src)
     errors = [f for f in opened.findings if f.level == "error"]
     if errors:
         raise ValueError(f"{src}: {errors[0].message}")
-    from ..crs import split
+    from ...crs import split
 
     if opened.crs is not None and split(opened.crs)[0].is_geographic:
         raise ValueError(f"{src}: coordinates are in degrees ({opened.crs.name}); SMRF's windows and slopes need a "
@@ -125,7 +125,7 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
     items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": grid_kind.bounds(c), "margin": margin,
               "terrain": p.params(), "smrf": smrf.params(), "keep_existing": keep_existing,
               "npz": os.path.join(work, f"{c}.npz")} for c in codes]
-    from ..manifest import Manifest
+    from ...core.manifest import Manifest
 
     with Manifest(out_dir) as man:
         shas = {s["code"]: s["output_sha256"] for s in man.sheets(source)}

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..points import PointCloud
+from ...core.points import PointCloud
 
 
 def occupied_area(x, y, cell: float) -> float:

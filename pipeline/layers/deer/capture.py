@@ -13,7 +13,7 @@ from scipy import ndimage
 
 
 def load_config(path=None) -> dict:
-    from ..config import layer_config
+    from ...core.config import layer_config
 
     return layer_config("deer", path)
 
@@ -201,7 +201,7 @@ def _date(path, where, v) -> str | None:
 
 
 def _coord_columns(path, fields):
-    from .dive import COORD_COLUMNS, _norm
+    from ..seaweed.dive import COORD_COLUMNS, _norm
 
     low = {_norm(f): f for f in fields}
     for (a, b), geographic in COORD_COLUMNS:
@@ -212,7 +212,7 @@ def _coord_columns(path, fields):
 
 
 def _column(path, fields, name, required=True):
-    from .dive import _norm
+    from ..seaweed.dive import _norm
 
     low = {_norm(f): f for f in fields}
     if _norm(name) in low:
@@ -393,7 +393,7 @@ def read_density(path, grid, place: Placement, field="density"):
 def read_captures(path, place: Placement, date_field="date", method_field="method"):
     """Capture records [{x, y, date, method}] in the run's CRS, from GeoJSON / GeoPackage points or a CSV (x, y or
     lon, lat; date ISO; method). Returns (records, CRS note)."""
-    from .dive import DATE_COLUMNS
+    from ..seaweed.dive import DATE_COLUMNS
 
     ext = str(path).lower().rsplit(".", 1)[-1]
     out = []
@@ -558,9 +558,9 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
     from shapely.geometry import LineString, mapping, shape
     from shapely.ops import unary_union
 
-    from ..outputs import write_csv, write_json
-    from ..stages.terrain import write_cog
-    from .terrain import Grid
+    from ...core.outputs import write_csv, write_json
+    from ..terrain.stage import write_cog
+    from ..terrain.dtm import Grid
 
     cfg = load_config(config_path)  # the whole --config file checked before any input is read
     try:

@@ -9,11 +9,11 @@ import os
 
 import numpy as np
 
-from ..layers import seaweed as S
-from ..layers.terrain import NODATA, Grid
-from ..outputs import feature_collection, write_csv, write_json
-from ..runner import session
-from .tile import output_crs, sheet_with_buffer, tiled_sheets
+from . import beds as S
+from ..terrain.dtm import NODATA, Grid
+from ...core.outputs import feature_collection, write_csv, write_json
+from ...core.runner import session
+from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
 
 MARGIN = 12.0  # m: three floor cells and the widest statistics window
 
@@ -82,7 +82,7 @@ def quicklook(path, grid, prod, species, bed):
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, dive_crs: str | None = None,
             baseline: str | None = None, reference: str | None = None, survey: dict | None = None,
             config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    from .terrain import write_cog
+    from ..terrain.stage import write_cog
 
     cfg = S.load_config(config_path)
     out_dir = os.path.abspath(out_dir)
@@ -158,7 +158,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
     quicklook(files["quicklook"], grid, prod, species, bed)
     ref_cmp = None
     if reference:
-        from ..io.sonar import read_bag_surface
+        from ...io.sonar import read_bag_surface
 
         ref_cmp = S.compare_reference(prod["depth"], grid, read_bag_surface(reference), horiz_crs)
     summary = {"source": source, "sheets": done, "files": files, "bed_area_ha": round(float(bed.sum() * res ** 2 / 1e4), 4),

@@ -11,7 +11,7 @@ import os
 import resource
 import traceback
 
-from .validate import InputError
+from ..validate import InputError
 
 _CTX = None
 _WARNED = False

@@ -1,7 +1,7 @@
 """Configuration: the bundled profiles.yaml, overlaid by a user's YAML file and by command-line options.
 
 A user's --config file holds any part of profiles.yaml (target, output, limits, gcp, profiles) and a mapping per
-layer (deer:, road:, pipes:, seaweed:) over that layer's bundled pipeline/layers/<layer>.yaml. The whole file is
+layer (deer:, road:, pipes:, seaweed:) over that layer's bundled pipeline/layers/<layer>/config.yaml. The whole file is
 checked when it is loaded, before any input is read: every key must be one the bundled files define, and every
 value of the type its default has (whole and decimal numbers interchangeable, true/false strict, text, lists,
 mappings). A file that fails raises ConfigError (a ValueError) naming the key and the file."""
@@ -217,7 +217,7 @@ class _Checker:
             raise ConfigError(f"key {_dotted(path)} in {self.file}: {_show(v)} is not a CRS PROJ knows (give an "
                               f"EPSG code such as 6676, or 'EPSG:6676+6695')") from None
         if path in _CRS_LEAVES:  # the target: points are written in it
-            from .crs import make_target
+            from ..crs import make_target
 
             try:
                 make_target(v, None)
@@ -235,7 +235,7 @@ def _numeric(s: str) -> bool:
 
 
 def _bundled(name: str) -> dict:
-    path = _DEFAULTS if name == "profiles" else os.path.join(_HERE, "layers", f"{name}.yaml")
+    path = _DEFAULTS if name == "profiles" else os.path.join(_HERE, "..", "layers", name, "config.yaml")
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)
 
@@ -294,7 +294,7 @@ def load_config(path=None) -> dict:
 
 
 def layer_config(name: str, path=None) -> dict:
-    """A layer's bundled pipeline/layers/<name>.yaml, overlaid by the `<name>:` mapping of a user's YAML file (the
+    """A layer's bundled pipeline/layers/<name>/config.yaml, overlaid by the `<name>:` mapping of a user's YAML file (the
     whole file is checked)."""
     cfg = _bundled(name)
     if path:

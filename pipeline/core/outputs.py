@@ -37,7 +37,7 @@ def feature_collection(features: list, name: str, crs) -> dict:
     no member then (the layer's other outputs carry the WKT)."""
     from pyproj import CRS
 
-    from .crs import epsg_of, split
+    from ..crs import epsg_of, split
 
     doc = {"type": "FeatureCollection", "name": name}
     code = None if crs is None else epsg_of(split(CRS.from_user_input(crs))[0])

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ..outputs import write_json
+from ...core.outputs import write_json
 
 
 def export_heightmap(dtm_path: str, out_dir: str, name: str | None = None, bounds=None) -> dict:
