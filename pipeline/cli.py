@@ -193,10 +193,10 @@ def cmd_run(a) -> int:
             tile_options={"iphone": {"gcp": a.gcp}} if a.gcp else None)
     for source, t in s["tile"].items():
         print(f"tile {source}: {t['all_points']:,} points in {t['all_sheets']} sheets, {t['quarantined']} quarantined")
-    from .stages.run import LAYERS
+    from .layers import registry
 
     for name in s["layers"]:
-        print(f"{name}: -> {os.path.join(a.out, name, LAYERS[name])}/")
+        print(f"{name}: -> {registry()[name].out_dir(a.out)}/")
     for name, q in s["quarantined_layers"].items():
         print(f"{name}: not run: {q['message']}")
         print("\n".join(q["lines"]))

@@ -373,16 +373,16 @@ def _layer_key_figures(kind, s, folder) -> dict:
 
 
 def _layer_figures(stages, run_dir, t0) -> list[dict]:
-    from .publish.products import KINDS, LAYER_SOURCE
+    from .layers import registry
 
     out, seen = [], set()
-    for kind in LAYER_KINDS:
-        sub, summary_name = KINDS[kind][0], KINDS[kind][1]
+    for kind, lay in registry().items():
+        sub, summary_name = lay.folder, lay.summary
         if "{source}" in sub:
-            base = os.path.join(run_dir, kind)
+            base = os.path.join(run_dir, sub.split("/")[0])
             sources = sorted(os.listdir(base)) if os.path.isdir(base) else []
         else:
-            sources = [LAYER_SOURCE[kind]]
+            sources = [lay.source]
         # layers that ran (or failed) tonight without a folder yet are listed too
         sources += [r.get("source") for r in stages if r.get("name") == kind and r.get("source") not in sources]
         for src in sources:

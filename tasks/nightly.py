@@ -48,7 +48,7 @@ import time
 
 from pipeline.core.config import ConfigError as _ConfigError
 from pipeline.core.manifest import Manifest, file_sha256, stat_of
-from pipeline.stages.run import LAYERS
+from pipeline.layers import registry
 from pipeline.stages.tile import AllQuarantined, quarantine_records
 
 log = logging.getLogger("pcpipe.nightly")
@@ -193,9 +193,9 @@ def _checked(path: str, key: str, v, kind):
             v = [v]
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             fail("a list of file name patterns (e.g. ['*_gcp.csv'])" if kind == "patterns" else
-                 f"a list of layers ({', '.join(list(LAYERS) + ['deer'])})")
+                 f"a list of layers ({', '.join(registry())})")
         if kind == "layers":
-            known = list(LAYERS) + ["deer"]
+            known = list(registry())
             for n in v:
                 if n not in known:
                     raise ConfigError(f"key {key} in {path}: unknown layer {n!r}{_nearest(n, known)} (known: "
@@ -389,19 +389,21 @@ def _opt_fp(path) -> str | None:
 
 # ------------------------------------------------------------------------------------------------- plan
 def plan(cfg: dict, inputs: dict) -> list[dict]:
-    """The stages of the night in order, each with its fingerprint: tile per source without a layer, one layer
-    per source with one, deer after terrain, publish last."""
+    """The stages of the night in order, each with its fingerprint: per source, its first layer (which tiles
+    the source) or a tile step; then the layers that read other layers' outputs (deer after terrain); publish
+    last. Layers come from the registry."""
+    layers = registry()
     conf_fp = _opt_fp(cfg.get("config"))
-    layers = cfg.get("layers") or [n for n, src in LAYERS.items() if src in inputs] + (
-        ["deer"] if cfg.get("deer") and "als" in inputs else [])
-    for n in layers:
-        if n not in LAYERS and n != "deer":
-            raise ConfigError(f"unknown layer {n!r}; known: {', '.join(LAYERS)}, deer")
+    names = cfg.get("layers") or [n for n, lay in layers.items() if lay.source in inputs
+                                  and (not lay.needs or cfg.get(n))]
+    for n in names:
+        if n not in layers:
+            raise ConfigError(f"unknown layer {n!r}; known: {', '.join(layers)}")
     steps, fps = [], {}
     for source in SOURCES:
         if source not in inputs:
             continue
-        layer = next((n for n in layers if LAYERS.get(n) == source), None)
+        layer = next((n for n in names if layers[n].source == source and not layers[n].needs), None)
         src_fp = fingerprint(_files_fp(inputs[source]), conf_fp, cfg.get("gcp") if source == "iphone" else None,
                              _opt_fp(cfg.get("gcp")) if source == "iphone" else None)
         name = layer or f"tile:{source}"
@@ -409,16 +411,20 @@ def plan(cfg: dict, inputs: dict) -> list[dict]:
         fps[name] = fingerprint(src_fp, name, opts, {k: _opt_fp(v) for k, v in opts.items()
                                                      if isinstance(v, str) and os.path.isfile(v)})
         steps.append({"name": name, "source": source, "layer": layer, "fp": fps[name]})
-    if "deer" in layers:
-        if "terrain" not in fps:
-            raise ConfigError("the deer layer needs the terrain layer (an als inbox)")
-        d = cfg.get("deer") or {}
-        for k in ("density", "captures"):
+    for n in names:
+        lay = layers[n]
+        if not lay.needs:
+            continue
+        for need in lay.needs:
+            if need not in fps:
+                raise ConfigError(f"the {n} layer needs the {need} layer (an {layers[need].source} inbox)")
+        d = cfg.get(n) or {}
+        for k in lay.required:
             if not d.get(k):
-                raise ConfigError(f"deer: {k} is required (deer: {{density: FILE, captures: FILE}})")
-        fps["deer"] = fingerprint(fps["terrain"], d, {k: _opt_fp(v) for k, v in d.items() if isinstance(v, str)},
-                                  conf_fp)
-        steps.append({"name": "deer", "source": "als", "layer": "deer", "fp": fps["deer"]})
+                raise ConfigError(f"{n}: {k} is required ({n}: {{{', '.join(f'{r}: FILE' for r in lay.required)}}})")
+        fps[n] = fingerprint(*(fps[need] for need in lay.needs), d,
+                             {k: _opt_fp(v) for k, v in d.items() if isinstance(v, str)}, conf_fp)
+        steps.append({"name": n, "source": lay.source, "layer": n, "fp": fps[n]})
     pub = cfg.get("publish") or {}
     steps.append({"name": "publish", "source": None, "layer": None,
                   "fp": fingerprint(sorted(fps.items()), {k: v for k, v in pub.items()})})
@@ -427,22 +433,14 @@ def plan(cfg: dict, inputs: dict) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------- stages
 def _run_step(step: dict, cfg: dict, inputs: dict, quiet: bool) -> dict:
+    """One step: a source's tiling, then its layer on the sheets just written; a layer of layers; publish."""
+    from pipeline.stages.run import run_layer, split_options, tile_source
+
     run_dir = cfg["run_dir"]
     common = {"config_path": cfg.get("config"), "workers": cfg.get("workers"), "scheduler": cfg.get("scheduler"),
               "quiet": quiet}
     name, source = step["name"], step["source"]
-    if name.startswith("tile:"):
-        from pipeline.stages.tile import tile
-
-        return tile(inputs[source], run_dir, source, **common, **({"gcp": cfg["gcp"]} if source == "iphone"
-                                                                   and cfg.get("gcp") else {}))
-    if name == "deer":
-        from pipeline.layers.deer.capture import deer_layer
-
-        d = cfg["deer"]
-        return deer_layer(os.path.join(run_dir, "terrain", "als"), d["density"], d["captures"],
-                          os.path.join(run_dir, "deer"), roads_path=d.get("roads"), config_path=cfg.get("config"),
-                          as_of=d.get("as_of"))
+    gcp = {"gcp": cfg["gcp"]} if source == "iphone" and cfg.get("gcp") else {}
     if name == "publish":
         from pipeline.stages.publish import publish
 
@@ -451,14 +449,16 @@ def _run_step(step: dict, cfg: dict, inputs: dict, quiet: bool) -> dict:
                        org=pub.get("org"), base_url=pub.get("base_url"), stac_api=pub.get("stac_api"),
                        tiles3d=pub.get("tiles3d", True), preview=pub.get("preview", True),
                        workers=cfg.get("workers"), scheduler=cfg.get("scheduler"), quiet=quiet)
-    from pipeline.stages.run import _runner
-
-    opts = dict(common, **(cfg.get(name) or {}))
-    if name == "pipes":
-        opts["gcp"] = cfg.get("gcp")
-    elif source == "iphone" and cfg.get("gcp"):
-        opts["gcp"] = cfg["gcp"]
-    return _runner(name)(inputs[source], run_dir, source, **opts)
+    if name.startswith("tile:"):
+        return tile_source(inputs[source], run_dir, source, dict(common, **gcp))
+    lay = registry()[name]
+    if lay.needs:  # reads other layers' outputs and its own tables, not the source's sheets
+        return run_layer(lay, run_dir, None, dict(cfg.get(name) or {}, config_path=cfg.get("config")))
+    tiling, opts = split_options(cfg.get(name) or {})
+    t = tile_source(inputs[source], run_dir, source, dict(common, **tiling, **gcp))
+    s = run_layer(lay, run_dir, inputs[source], dict(common, **opts, **gcp))
+    s["tile"] = {k: v for k, v in t.items() if k != "results"}
+    return s
 
 
 def _small(name: str, s: dict) -> dict:
@@ -472,9 +472,9 @@ def _small(name: str, s: dict) -> dict:
     if isinstance(s.get("tile"), dict):
         out["tile"] = {k: s["tile"].get(k) for k in ("files", "accepted", "unchanged", "quarantined", "points_in",
                                                       "points_out", "all_sheets", "all_points", "sheets_built")}
-    if name == "pipes":
-        out["pipes"] = [{k: r.get(k) for k in ("id", "nominal_mm", "diameter_mm", "length_m", "cover_start_m")}
-                        for r in s.get("pipes", [])]
+    lay = registry().get(name)
+    if lay and lay.report_figures:
+        out.update(lay.report_figures(s))
     return out
 
 

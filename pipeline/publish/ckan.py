@@ -56,14 +56,7 @@ FORMATS = [(".copc.laz", "COPC"), (".laz", "LAZ"), (".las", "LAS"), (".tif", "Ge
            (".png", "PNG"), (".csv", "CSV"), (".json", "JSON"), (".glb", "glTF"), (".ply", "PLY"), (".html", "HTML"),
            (".gpkg", "GeoPackage")]
 # Categories of the Japanese government data catalog (data.go.jp), by kind of product.
-THEMES = {
-    "pointcloud": ["住宅・土地・建設"],
-    "terrain": ["住宅・土地・建設", "司法・安全・環境"],
-    "road": ["運輸・観光", "住宅・土地・建設"],
-    "seaweed": ["農林水産業", "司法・安全・環境"],
-    "pipes": ["エネルギー・水", "住宅・土地・建設"],
-    "deer": ["農林水産業", "司法・安全・環境"],
-}
+POINTCLOUD_THEMES = ["住宅・土地・建設"]  # a layer's themes are in its registration
 SOURCE_LABELS = {"als": "航空レーザ測量 / airborne laser scanning", "mms": "MMS / mobile mapping system",
                  "mbes": "マルチビーム測深 / multibeam echo sounding", "iphone": "iPhone LiDAR"}
 
@@ -309,7 +302,7 @@ def dataset_extras(product) -> dict[str, str]:
         "modified": _date(product.end) or "",
         "publisher_name": f"{PUBLISHER['ja']} ({PUBLISHER['en']})",
         "publisher_url": PUBLISHER["url"],
-        "theme": _json(THEMES.get(product.kind, [])),
+        "theme": _json(POINTCLOUD_THEMES if product.kind == "pointcloud" else list(registry()[product.kind].themes)),
         "language": _json(["ja", "en"]),
         "conforms_to": _json([f"http://www.opengis.net/def/crs/EPSG/0/{crs.get('epsg')}"]
                              + ([f"http://www.opengis.net/def/crs/EPSG/0/{crs['compound_epsg']}"]

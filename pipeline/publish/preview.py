@@ -28,7 +28,8 @@ import os
 import shutil
 
 from ..core.outputs import write_bytes
-from .products import KINDS, SOURCES, Product, footprint
+from ..layers import registry
+from .products import SOURCES, Product, footprint, kind_title
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE = os.path.join(HERE, "preview")
@@ -53,28 +54,10 @@ VENDOR_SKIP = {"cesium/index.js", "cesium/index.cjs", "cesium/Assets/Textures/Sk
                "cesium/Assets/Textures/waterNormalsSmall.jpg"}
 
 # Colours: one per point-cloud source and one per layer kind (the map's legend); the overlays' own styles are in
-# OVERLAYS. Deer classes keep the deer layer's colours (gap blue, capturable red, routes yellow).
+# overlays (each layer's registration). Deer classes keep the deer layer's colours (gap blue, capturable red, routes yellow).
 SOURCE_COLOURS = {"als": "#1b9e77", "mms": "#d95f02", "mbes": "#7570b3", "iphone": "#e7298a"}
-KIND_COLOURS = {"terrain": "#66a61e", "road": "#b8860b", "seaweed": "#1f78b4", "pipes": "#a6761d",
-                "deer": "#555555"}
 OTHER_COLOURS = ["#e6ab02", "#a6cee3", "#b2df8a", "#fb9a99", "#cab2d6"]
 
-# Overlays: product kind -> [(key, file name in the product's assets, title ja, title en, style)].
-OVERLAYS = {
-    "deer": [("deer_gap", "capture_gap.geojson", "捕獲空白域", "capture gaps",
-              {"color": "#0050ff", "fillColor": "#0050ff", "weight": 1, "fillOpacity": 0.35}),
-             ("deer_capturable", "capturable.geojson", "捕獲適地", "capturable areas",
-              {"color": "#e31a1c", "fillColor": "#e31a1c", "weight": 1, "fillOpacity": 0.45}),
-             ("deer_routes", "routes.geojson", "アクセス経路", "access routes",
-              {"color": "#f2c200", "weight": 3, "opacity": 0.95})],
-    "road": [("road_anomalies", "anomalies.geojson", "路面異常", "road anomalies",
-              {"color": "#d7191c", "fillColor": "#d7191c", "weight": 2, "fillOpacity": 0.6,
-               "byProperty": "type", "colours": {"pothole": "#d7191c", "step": "#fd8d3c"}})],
-    "seaweed": [("seaweed_beds", "beds.geojson", "藻場", "seaweed beds",
-                 {"color": "#006d2c", "fillColor": "#31a354", "weight": 1, "fillOpacity": 0.5})],
-    "pipes": [("pipes", "pipes.geojson", "埋設管", "pipes",
-               {"color": "#7b3294", "weight": 5, "opacity": 0.9})],
-}
 # Slope ramp (degrees -> RGB), stops at the deer layer's slope bands (15, 30, 40 degrees).
 SLOPE_STOPS = [(0, (26, 152, 80)), (15, (254, 224, 139)), (30, (244, 109, 67)), (40, (165, 0, 38)),
                (60, (80, 0, 20))]
@@ -237,7 +220,7 @@ def slope_png(tif: str, png: str, max_px: int = 2048) -> dict:
 
 
 def _colour(p: Product, used: dict) -> str:
-    c = SOURCE_COLOURS.get(p.source) if p.kind == "pointcloud" else KIND_COLOURS.get(p.kind)
+    c = SOURCE_COLOURS.get(p.source) if p.kind == "pointcloud" else registry()[p.kind].colour
     if c is None or c in used.values():
         c = next((x for x in OTHER_COLOURS if x not in used.values()), "#999999")
     used[p.id] = c
@@ -262,7 +245,7 @@ def _product_dict(p: Product, prefix: str, colour: str) -> dict:
         items.append(d)
     sja, sen, _ = SOURCES.get(p.source, (p.source, p.source, ""))
     return {"id": p.id, "kind": p.kind, "source": p.source, "source_title": {"ja": sja, "en": sen},
-            "kind_title": {"ja": KINDS[p.kind][2], "en": KINDS[p.kind][3]}, "survey": p.survey, "title": p.title,
+            "kind_title": dict(zip(("ja", "en"), kind_title(p.kind))), "survey": p.survey, "title": p.title,
             "description": p.description, "colour": colour, "sheets": p.sheets, "bbox": p.bbox_wgs84,
             "geometry": p.geometry, "start": p.start, "end": p.end, "dates_from": p.dates_from,
             "crs": {k: p.crs.get(k) for k in ("epsg", "compound_epsg", "name", "vertical")},
@@ -274,12 +257,14 @@ def _overlays(run_dir: str, products: list[Product], out_dir: str) -> tuple[list
     overlays, slope = [], None
     for p in products:
         hrefs = {os.path.basename(a.href): a.href for a in p.files()}
-        if p.kind == "terrain" and "slope.tif" in hrefs and slope is None:
+        raster = registry()[p.kind].preview_raster if p.kind != "pointcloud" else None
+        if raster and raster in hrefs and slope is None:
             name = f"slope-{p.source}.png"
-            info = slope_png(os.path.join(run_dir, hrefs["slope.tif"]), os.path.join(out_dir, name))
-            slope = {"key": "slope", "product": p.id, "image": name, "source_href": hrefs["slope.tif"],
+            info = slope_png(os.path.join(run_dir, hrefs[raster]), os.path.join(out_dir, name))
+            slope = {"key": "slope", "product": p.id, "image": name, "source_href": hrefs[raster],
                      "title": {"ja": "傾斜 (度)", "en": "slope (degrees)"}, "stops": SLOPE_STOPS, **info}
-        for key, fname, ja, en, style in OVERLAYS.get(p.kind, []):
+        for key, fname, ja, en, style in ((o.key, o.file, o.title_ja, o.title_en, o.style) for o in
+                                          (registry()[p.kind].overlays if p.kind != "pointcloud" else ())):
             if fname not in hrefs:
                 continue
             with open(os.path.join(run_dir, hrefs[fname]), encoding="utf-8") as f:

@@ -15,6 +15,7 @@ import os
 import sqlite3
 
 from ..core.manifest import file_sha256
+from ..layers import get as get_layer, registry
 
 SOURCES = {  # source kind -> (Japanese, English, pc:type)
     "als": ("航空レーザ測量", "airborne laser scanning", "lidar"),
@@ -22,19 +23,7 @@ SOURCES = {  # source kind -> (Japanese, English, pc:type)
     "mbes": ("マルチビーム測深", "multibeam echo sounding", "sonar"),
     "iphone": ("iPhone LiDAR スキャン", "iPhone LiDAR scan", "lidar"),
 }
-KINDS = {  # kind -> folder under the run directory, summary file, Japanese and English titles, keywords
-    "pointcloud": (None, None, "点群", "point cloud", ["点群", "point cloud", "COPC", "3D Tiles"]),
-    "terrain": ("terrain/{source}", "terrain-summary.json", "地形 (DTM・DSM・傾斜)", "terrain (DTM, DSM, slope)",
-                ["地形", "DEM", "傾斜", "terrain", "slope"]),
-    "road": ("road/{source}", "road-summary.json", "路面性状 (ポットホール・わだち掘れ・IRI・MCI)",
-             "road surface condition (potholes, ruts, IRI, MCI)", ["道路", "舗装", "MCI", "IRI", "road"]),
-    "seaweed": ("seaweed/{source}", "seaweed-summary.json", "藻場 (ブルーカーボン)",
-                "seaweed beds (blue carbon)", ["藻場", "ブルーカーボン", "J ブルークレジット", "seaweed"]),
-    "pipes": ("pipes", "pipes-summary.json", "管路台帳 (3D)", "3D pipe ledger", ["管路", "埋設管", "pipes"]),
-    "deer": ("deer", "deer-summary.json", "ニホンジカ捕獲計画", "sika deer capture planning",
-             ["ニホンジカ", "捕獲", "傾斜", "deer"]),
-}
-LAYER_SOURCE = {"pipes": "iphone", "deer": "als"}  # layers whose folder does not name their source
+POINTCLOUD = ("点群", "point cloud", ["点群", "point cloud", "COPC", "3D Tiles"])  # titles and keywords
 MEDIA = {
     ".copc.laz": "application/vnd.laszip+copc",
     ".laz": "application/vnd.laszip",
@@ -324,9 +313,17 @@ def _load(path):
         return json.load(f)
 
 
+def kind_title(kind: str) -> tuple[str, str]:
+    """(Japanese, English) name of a kind of product: point cloud, or a layer of the registry."""
+    if kind == "pointcloud":
+        return POINTCLOUD[0], POINTCLOUD[1]
+    lay = get_layer(kind)
+    return lay.title_ja, lay.title_en
+
+
 def _titles(kind, source, survey) -> tuple[dict, dict]:
     sja, sen, _ = SOURCES.get(source, (source, source, "lidar"))
-    _, _, kja, ken, _ = KINDS[kind]
+    kja, ken = kind_title(kind)
     title = {"ja": f"{survey} {kja} ({sja})", "en": f"{survey} {ken} ({sen})"}
     desc = {"ja": f"VIRTUAL SHIZUOKA: {sja}による{kja}。座標系 JGD2011 平面直角座標系第VIII系 (EPSG:6676)、"
                   f"標高 T.P. (ジオイド GSIGEO2011)。国土基本図図郭 (1/500) 単位。",
@@ -389,32 +386,19 @@ def _pointcloud(run_dir, source, survey, crs, given_dates) -> Product | None:
     title, desc = _titles("pointcloud", source, survey)
     sheets = [it.sheet for it in items]
     return Product(id=f"{source}-pointcloud", kind="pointcloud", source=source, survey=survey, title=title,
-                   description=desc, keywords=KINDS["pointcloud"][4] + [source], sheets=sheets, bbox=bbox,
+                   description=desc, keywords=POINTCLOUD[2] + [source], sheets=sheets, bbox=bbox,
                    bbox_wgs84=wbox, geometry=geom, start=start, end=end, dates_from=how, crs=crs,
                    density=round(points / covered, 2) if covered else None, points=points,
                    summary={"points": points, "sheets": len(items)}, assets=assets, items=items)
 
 
-def _key_figures(kind, s) -> dict:
-    pick = {"terrain": ("resolution", "quality"), "road": ("anomalies", "segments", "classes", "trajectory"),
-            "seaweed": ("beds", "bed_area_ha", "jblue", "species_model"),
-            "pipes": ("pipes",), "deer": ("gap_area_ha", "capturable_area_ha", "routes", "route_length_m",
-                                          "road_source", "as_of")}[kind]
-    out = {k: s.get(k) for k in pick if k in s}
-    if kind == "pipes":
-        out = {"pipes": len(s.get("pipes", [])),
-               "diameters_mm": [r.get("diameter_mm") for r in s.get("pipes", [])],
-               "nominal_mm": [r.get("nominal_mm") for r in s.get("pipes", [])]}
-    return out
-
-
 def _layer(run_dir, kind, source, survey, crs, given_dates) -> Product | None:
-    sub, summary_name = KINDS[kind][0].format(source=source), KINDS[kind][1]
-    folder = os.path.join(run_dir, sub)
-    summary = _load(os.path.join(folder, summary_name))
+    lay = get_layer(kind)
+    folder = lay.out_dir(run_dir, source)
+    summary = _load(os.path.join(folder, lay.summary))
     assets = _folder_assets(run_dir, folder)
-    if kind == "pipes":  # the ledger's extent: its pipes, else the scans' sheets
-        bbox = _geojson_bbox(os.path.join(folder, "pipes.geojson"))
+    if lay.extent_file:  # e.g. the pipe ledger's extent: its pipes, else the scans' sheets
+        bbox = _geojson_bbox(os.path.join(folder, lay.extent_file))
     else:
         tifs = [os.path.join(run_dir, a.href) for a in assets if a.href.endswith(".tif")]
         bbox = _raster_bbox(tifs[0]) if tifs else None
@@ -436,9 +420,9 @@ def _layer(run_dir, kind, source, survey, crs, given_dates) -> Product | None:
     item = Item(id=f"{source}-{kind}", bbox=bbox, bbox_wgs84=wbox, geometry=geom,
                 properties={"layer": kind, "sheets": sheets}, assets=assets)
     return Product(id=f"{source}-{kind}", kind=kind, source=source, survey=survey, title=title, description=desc,
-                   keywords=KINDS[kind][4], sheets=sheets, bbox=bbox, bbox_wgs84=wbox, geometry=geom, start=start,
+                   keywords=list(lay.keywords), sheets=sheets, bbox=bbox, bbox_wgs84=wbox, geometry=geom, start=start,
                    end=end, dates_from=how, crs=crs, density=None, points=None,
-                   summary=_key_figures(kind, summary), assets=[], items=[item])
+                   summary=lay.figures(summary), assets=[], items=[item])
 
 
 def discover(run_dir: str, survey: str | None = None, dates: dict | None = None,
@@ -459,13 +443,12 @@ def discover(run_dir: str, survey: str | None = None, dates: dict | None = None,
             p = _pointcloud(run_dir, source, survey, crs, dates.get(source))
             if p:
                 out.append(p)
-    for kind in ("terrain", "road", "seaweed", "pipes", "deer"):
-        sub, summary_name = KINDS[kind][0], KINDS[kind][1]
-        sources = ([LAYER_SOURCE[kind]] if "{source}" not in sub else
-                   sorted(os.listdir(os.path.join(run_dir, kind))) if os.path.isdir(os.path.join(run_dir, kind))
+    for kind, lay in registry().items():
+        top = os.path.join(run_dir, lay.folder.split("/")[0])
+        sources = ([lay.source] if "{source}" not in lay.folder else sorted(os.listdir(top)) if os.path.isdir(top)
                    else [])
         for source in sources:
-            if os.path.exists(os.path.join(run_dir, sub.format(source=source), summary_name)):
+            if os.path.exists(os.path.join(lay.out_dir(run_dir, source), lay.summary)):
                 p = _layer(run_dir, kind, source, survey, crs, dates.get(source))
                 if p:
                     out.append(p)

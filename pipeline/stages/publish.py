@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+from ..layers import registry
+
 from ..core.outputs import write_json
 
 
@@ -38,11 +40,9 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
 
         summary["tiles3d"] = make_tiles(run_dir, os.path.join(run_dir, "3dtiles"), workers=workers,
                                         scheduler=scheduler, quiet=quiet)
-        if os.path.exists(os.path.join(run_dir, "pipes", "pipes-summary.json")):
-            from .tiles3d import pipes_tileset
-
-            summary["tiles3d"]["pipes"] = pipes_tileset(os.path.join(run_dir, "pipes"),
-                                                        os.path.join(run_dir, "3dtiles", "pipes"))
+        for name, lay in registry().items():  # layers with meshes of their own (the pipe ledger)
+            if lay.tileset and os.path.exists(os.path.join(lay.out_dir(run_dir), lay.summary)):
+                summary["tiles3d"][name] = lay.tileset(lay.out_dir(run_dir), os.path.join(run_dir, "3dtiles", name))
         summary["timings"]["tiles3d_s"] = round(time.time() - t, 2)
     t = time.time()
     wanted = products

@@ -1,88 +1,90 @@
-"""`pcpipe run`: the stages of one survey in order, on one run directory. Inputs are given per source kind; every
-source is tiled (incremental: unchanged inputs are not redone), and each layer stage runs on the source it reads.
-The nightly batch (issue 9) calls this with what arrived in its inboxes."""
+"""`pcpipe run`: the stages of one survey in order, on one run directory. Every source given is tiled once
+(incremental: unchanged inputs are not redone); then each layer of the registry whose source has inputs reads
+the sheets the tiler wrote. The nightly batch calls `tile_source` and `run_layer` step by step."""
 from __future__ import annotations
 
+import inspect
 import os
 
 from ..core.outputs import write_json
+from ..layers import Layer, registry
 
-# layer stage -> (source kind it reads, runner). Runners take (paths, run_dir, source, **options).
-LAYERS = {
-    "terrain": "als",
-    "road": "mms",
-    "seaweed": "mbes",
-    "pipes": "iphone",
-}
+COMMON = ("config_path", "workers", "scheduler", "quiet")
 
 
-def _runner(name):
-    if name == "terrain":
-        from ..layers.terrain.stage import terrain
+def split_options(options: dict) -> tuple[dict, dict]:
+    """A layer section's options -> (the tiler's, the layer's). Sections may hold tiling options (crs, level...)
+    because a layer's source is tiled for it; the options every stage takes go to both."""
+    from .tile import tile
 
-        return terrain
-    if name == "road":
-        from ..layers.road.stage import road
+    tile_keys = set(inspect.signature(tile).parameters) - {"paths", "out_dir", "source"}
+    tiling = {k: v for k, v in options.items() if k in tile_keys}
+    layer = {k: v for k, v in options.items() if k not in tile_keys or k in COMMON}
+    return tiling, layer
 
-        return road
-    if name == "seaweed":
-        from ..layers.seaweed.stage import seaweed
 
-        return seaweed
-    if name == "pipes":
-        from ..layers.pipes.stage import pipes
+def tile_source(paths, out_dir: str, source: str, options: dict) -> dict:
+    from .tile import tile
 
-        def run_pipes(paths, out_dir, source, **o):
-            """The scans are tiled like every source (their point clouds are published too), then read as one
-            excavation by the pipes stage."""
-            from .tile import tile
+    return tile(paths, out_dir, source, **options)
 
-            t = tile(paths, out_dir, source, gcp=o.get("gcp"), config_path=o.get("config_path"),
-                     workers=o.get("workers"), scheduler=o.get("scheduler"), quiet=o.get("quiet", False))
-            s = pipes(paths, out_dir, gcp=o.get("gcp"), config_path=o.get("config_path"), date=o.get("date"),
-                      nominal=o.get("nominal"), quiet=o.get("quiet", False))
-            s["tile"] = {k: v for k, v in t.items() if k != "results"}
-            return s
 
-        return run_pipes
-    raise ValueError(f"unknown stage {name!r}; known: tile, {', '.join(LAYERS)}")
+def run_layer(layer: Layer, out_dir: str, inputs, options: dict) -> dict:
+    """One layer on a run directory whose source was tiled. inputs: the source's files (a layer that needs the
+    scans themselves, such as pipes, reads them; the others read the sheets)."""
+    return layer.run(out_dir, layer.source, inputs, options)
+
+
+def wanted_layers(inputs: dict, names=None) -> list[Layer]:
+    """The layers to run: the named ones, or every layer whose source has inputs and that needs no other
+    layer's options (deer reads terrain outputs and its own tables: it runs when named)."""
+    layers = registry()
+    if names:
+        for n in names:
+            if n not in layers:
+                raise ValueError(f"unknown stage {n!r}; known: {', '.join(layers)}")
+            if not inputs.get(layers[n].source):
+                raise ValueError(f"stage {n} reads {layers[n].source} inputs and none were given")
+        return [layers[n] for n in names]
+    return [lay for lay in layers.values() if inputs.get(lay.source) and not lay.needs]
 
 
 def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=None, workers=None, scheduler=None,
         quiet=False, layer_options: dict | None = None, tile_options: dict | None = None) -> dict:
-    """inputs: {source kind: [paths]}. stages: names from LAYERS (default: every layer whose source has inputs).
-    Every source given is tiled: by its layer stage, or on its own when no stage reads it."""
-    from .tile import AllQuarantined, quarantine_records, tile
+    """inputs: {source kind: [paths]}. stages: layer names (default: every layer whose source has inputs).
+    Every source given is tiled once, then its layers run on the run directory."""
+    from .tile import AllQuarantined, quarantine_records
 
     if not any(inputs.values()):
         raise ValueError("no inputs given: pass at least one of --als, --mms, --mbes, --iphone")
-    wanted = list(stages) if stages else [s for s, src in LAYERS.items() if inputs.get(src)]
-    for s in wanted:
-        if s not in LAYERS:
-            raise ValueError(f"unknown stage {s!r}; known: {', '.join(LAYERS)}")
-        if not inputs.get(LAYERS[s]):
-            raise ValueError(f"stage {s} reads {LAYERS[s]} inputs and none were given")
+    wanted = wanted_layers(inputs, stages)
     summary = {"run_dir": os.path.abspath(out_dir), "tile": {}, "layers": {}}
     common = {"config_path": config_path, "workers": workers, "scheduler": scheduler, "quiet": quiet}
-    layered = {LAYERS[n] for n in wanted}
+    layer_options = layer_options or {}
+    tile_summaries = {}
     for source, paths in inputs.items():
-        if paths and source not in layered:  # a layer stage tiles its own source first
-
-            s = tile(paths, out_dir, source, **common, **(tile_options or {}).get(source, {}))
-            summary["tile"][source] = {k: v for k, v in s.items() if k != "results"}
-            summary["tile"][source]["quarantined_files"] = quarantine_records(
-                r for r in s["results"] if r["status"] == "quarantined")
-    summary["quarantined_layers"] = {}
-    for name in wanted:
-        opts = dict(common, **(layer_options or {}).get(name, {}), **(tile_options or {}).get(LAYERS[name], {}))
-        try:
-            s = _runner(name)(inputs[LAYERS[name]], out_dir, LAYERS[name], **opts)
-        except AllQuarantined as e:  # every input of this layer refused: say so, and go on with the others
-            t = e.summary
-            summary["tile"][LAYERS[name]] = dict({k: v for k, v in t.items() if k != "results"},
-                                                 quarantined_files=quarantine_records(e.refused))
-            summary["quarantined_layers"][name] = {"message": str(e), "lines": e.lines()}
+        if not paths:
             continue
-        summary["layers"][name] = {k: v for k, v in s.items() if k not in ("tile", "config", "sheets")}
+        tiling = dict(common, **(tile_options or {}).get(source, {}))
+        for lay in wanted:  # a layer's own section may carry tiling options for its source
+            if lay.source == source:
+                tiling.update(split_options(layer_options.get(lay.name, {}))[0])
+        s = tile_source(paths, out_dir, source, tiling)
+        tile_summaries[source] = s
+        summary["tile"][source] = {k: v for k, v in s.items() if k != "results"}
+        summary["tile"][source]["quarantined_files"] = quarantine_records(
+            r for r in s["results"] if r["status"] == "quarantined")
+    summary["quarantined_layers"] = {}
+    for lay in wanted:
+        opts = dict(common, **split_options(layer_options.get(lay.name, {}))[1],
+                    **({"gcp": tile_options[lay.source]["gcp"]} if (tile_options or {}).get(lay.source, {}).get("gcp")
+                       else {}))
+        try:
+            s = run_layer(lay, out_dir, inputs[lay.source], opts)
+        except AllQuarantined as e:  # every input of this layer refused: say so, and go on with the others
+            summary["tile"][lay.source]["quarantined_files"] = quarantine_records(e.refused)
+            summary["quarantined_layers"][lay.name] = {"message": str(e), "lines": e.lines()}
+            continue
+        summary["layers"][lay.name] = {k: v for k, v in s.items() if k not in ("tile", "config", "sheets")}
     write_json(os.path.join(out_dir, "run-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
     return summary

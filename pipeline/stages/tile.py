@@ -432,9 +432,18 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
 
 
 def tiled_sheets(paths, out_dir: str, source: str, **tile_kwargs):
-    """Tile the inputs into out_dir (incremental) for a layer stage: (tile summary, settings, sheet grid, codes
-    of the source's sheets); no sheet at all is an error (AllQuarantined when every input was refused)."""
-    ts = tile(paths, out_dir, source, **tile_kwargs)
+    """The sheets a layer stage reads: (tile summary, settings, sheet grid, codes of the source's sheets). With
+    paths, the inputs are tiled into out_dir first (incremental; a layer run on its own); with None, the run
+    directory's sheets are read as the tiler left them (pcpipe run and the night tile each source once, before
+    its layers). No sheet at all is an error (AllQuarantined when every input was refused)."""
+    if paths is None:
+        path = os.path.join(out_dir, source, "tile-summary.json")
+        if not os.path.exists(path):
+            raise ValueError(f"{out_dir}: no {source} sheets (no {source}/tile-summary.json): tile the inputs first")
+        with open(path, encoding="utf-8") as f:
+            ts = dict(json.load(f), summary_path=path)
+    else:
+        ts = tile(paths, out_dir, source, **tile_kwargs)
     settings = read_settings(out_dir)
     with Manifest(out_dir) as man:
         codes = [s["code"] for s in man.sheets(source)]
