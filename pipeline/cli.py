@@ -326,6 +326,40 @@ def cmd_demo(a) -> int:
     return run_demo(a.out, workers=a.workers, quiet=a.quiet)
 
 
+# Option groups shared by subcommands, each option's flag, type, choices and default declared once. A subcommand
+# names the members it takes in the order its --help lists them (all when none are named); a keyword gives one
+# member that subcommand's help text (a str) or its own settings (a dict), as helps and defaults differ between them.
+GEOREF = {"crs": {}, "assume_crs": {}, "target_crs": {}, "gcp": {}, "geoid": {},
+          "height": {"choices": ["orthometric", "ellipsoidal", "chart_datum", "local"]}}
+TILING = {"level": {"type": int, "default": 500, "choices": [50000, 5000, 2500, 1000, 500, 250]},
+          "format": {"default": "copc", "choices": ["copc", "laz"]},
+          "grid_size": {"type": float}}
+RUNTIME = {"config": {}, "workers": {"type": int}, "scheduler": {}, "quiet": {"action": "store_true"}}
+
+
+def _add_group(s: argparse.ArgumentParser, group: dict, names: tuple, over: dict) -> None:
+    if set(over) - set(names or group):  # a misspelt or unnamed member would lose its help silently
+        raise TypeError(f"not among the options added: {sorted(set(over) - set(names or group))}")
+    for n in names or group:
+        o = over.get(n, {})
+        s.add_argument("--" + n.replace("_", "-"), **{**group[n], **(o if isinstance(o, dict) else {"help": o})})
+
+
+def georef_options(s, *names, **over) -> None:
+    """--crs --assume-crs --target-crs --gcp --geoid --height: where the inputs are and what their z is."""
+    _add_group(s, GEOREF, names, over)
+
+
+def tiling_options(s, *names, **over) -> None:
+    """--level --format --grid-size: the sheets (or square tiles) points are cut into."""
+    _add_group(s, TILING, names, over)
+
+
+def runtime_options(s, *names, **over) -> None:
+    """--config --workers --scheduler --quiet: settings overrides, Dask, and output."""
+    _add_group(s, RUNTIME, names, over)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcpipe", description="VIRTUAL SHIZUOKA point-cloud pipeline")
     p.add_argument("--version", action="version", version=f"pcpipe {__import__('pipeline').__version__}")
@@ -335,44 +369,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--source", choices=SOURCES, help="reader options from this source profile (e.g. xyz columns)")
-    s.add_argument("--config", help="YAML file overriding the bundled profiles")
+    runtime_options(s, "config", config="YAML file overriding the bundled profiles")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("ingest", help="read, validate and reproject survey files to normalised LAS 1.4")
     s.add_argument("paths", nargs="+", help="files, folders or zip archives")
     s.add_argument("--source", required=True, choices=SOURCES)
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--crs", help="CRS of the inputs, overriding what files say (EPSG code or any PROJ string)")
-    s.add_argument("--assume-crs", help="CRS for inputs that record none")
-    s.add_argument("--target-crs", help="output CRS (default 6676, heights T.P.)")
-    s.add_argument("--gcp", help="control points CSV (x,y,z local; E,N,H in EPSG:6676 + T.P.)")
-    s.add_argument("--geoid", help="geoid model for ellipsoidal heights: GSIGEO2011 (default), JPGEO2024 or none")
-    s.add_argument("--height", choices=["orthometric", "ellipsoidal", "chart_datum", "local"],
-                   help="what z is when the CRS has no vertical part (default from the source profile)")
-    s.add_argument("--config", help="YAML file overriding the bundled profiles")
-    s.add_argument("--workers", type=int, default=1, help="Dask worker processes (default 1: in-process)")
-    s.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:port)")
-    s.add_argument("--quiet", action="store_true")
+    georef_options(s, crs="CRS of the inputs, overriding what files say (EPSG code or any PROJ string)",
+                   assume_crs="CRS for inputs that record none", target_crs="output CRS (default 6676, heights T.P.)",
+                   gcp="control points CSV (x,y,z local; E,N,H in EPSG:6676 + T.P.)",
+                   geoid="geoid model for ellipsoidal heights: GSIGEO2011 (default), JPGEO2024 or none",
+                   height="what z is when the CRS has no vertical part (default from the source profile)")
+    runtime_options(s, config="YAML file overriding the bundled profiles",
+                    workers={"default": 1, "help": "Dask worker processes (default 1: in-process)"},
+                    scheduler="address of an existing Dask scheduler (tcp://host:port)")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("tile", help="ingest and cut into 国土基本図図郭 sheet files (COPC or LAZ)")
     s.add_argument("paths", nargs="+", help="files, folders or zip archives")
     s.add_argument("--out", required=True, help="run directory (holds the manifest; reruns are incremental)")
     s.add_argument("--source", default="als", choices=SOURCES)
-    s.add_argument("--level", type=int, default=500, choices=[50000, 5000, 2500, 1000, 500, 250])
-    s.add_argument("--format", default="copc", choices=["copc", "laz"])
-    s.add_argument("--grid-size", type=float, help="square tiles of this many metres instead of sheets "
-                                                   "(for data outside zone VIII)")
-    s.add_argument("--crs")
-    s.add_argument("--assume-crs")
-    s.add_argument("--target-crs")
-    s.add_argument("--gcp")
-    s.add_argument("--geoid")
-    s.add_argument("--height", choices=["orthometric", "ellipsoidal", "chart_datum", "local"])
-    s.add_argument("--config")
-    s.add_argument("--workers", type=int, default=None, help="Dask worker processes (default: number of CPUs)")
-    s.add_argument("--scheduler", help="address of an existing Dask scheduler (or DASK_SCHEDULER_ADDRESS)")
-    s.add_argument("--quiet", action="store_true")
+    tiling_options(s, grid_size="square tiles of this many metres instead of sheets (for data outside zone VIII)")
+    georef_options(s)
+    runtime_options(s, workers="Dask worker processes (default: number of CPUs)",
+                    scheduler="address of an existing Dask scheduler (or DASK_SCHEDULER_ADDRESS)")
     s.set_defaults(func=cmd_tile)
 
     s = sub.add_parser("ground", help="classify ground (SMRF): class 2 ground, 1 other, 7 low noise")
@@ -397,14 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", default="als", choices=SOURCES)
     s.add_argument("--resolution", type=float, default=0.5)
     s.add_argument("--keep-existing", action="store_true", help="use the inputs' own ground class where present")
-    s.add_argument("--grid-size", type=float)
-    s.add_argument("--crs")
-    s.add_argument("--assume-crs")
-    s.add_argument("--target-crs")
-    s.add_argument("--config")
-    s.add_argument("--workers", type=int)
-    s.add_argument("--scheduler")
-    s.add_argument("--quiet", action="store_true")
+    tiling_options(s, "grid_size")
+    georef_options(s, "crs", "assume_crs", "target_crs")
+    runtime_options(s)
     s.set_defaults(func=cmd_terrain)
 
     s = sub.add_parser("deer", help="deer capture planning: gap areas, capturable areas, access routes")
@@ -413,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--captures", required=True, help="capture records: GeoJSON points or CSV x,y,date,method")
     s.add_argument("--roads", help="forest roads (GeoJSON lines); without them candidates are derived")
     s.add_argument("--out", required=True)
-    s.add_argument("--config", help="YAML with a 'deer:' section overriding pipeline/layers/deer/config.yaml")
+    runtime_options(s, "config", config="YAML with a 'deer:' section overriding pipeline/layers/deer/config.yaml")
     s.add_argument("--as-of", help="survey date (ISO) for 'recent' captures; default: the latest capture")
     s.set_defaults(func=cmd_deer)
 
@@ -423,11 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", default="mms", choices=SOURCES)
     s.add_argument("--trajectory", help="CSV of time, E, N, H in the target CRS (default: rebuilt from GPS time)")
     s.add_argument("--previous", help="an earlier road output (run directory or its road/<source>/) to compare")
-    s.add_argument("--config", help="YAML with a road: mapping over pipeline/layers/road/config.yaml (and profiles:)")
-    s.add_argument("--assume-crs", help="CRS for inputs that carry none (e.g. 7415 for the Amsterdam tiles)")
-    s.add_argument("--workers", type=int)
-    s.add_argument("--scheduler")
-    s.add_argument("--quiet", action="store_true")
+    runtime_options(s, "config",
+                    config="YAML with a road: mapping over pipeline/layers/road/config.yaml (and profiles:)")
+    georef_options(s, "assume_crs", assume_crs="CRS for inputs that carry none (e.g. 7415 for the Amsterdam tiles)")
+    runtime_options(s, "workers", "scheduler", "quiet")
     s.set_defaults(func=cmd_road)
 
     s = sub.add_parser("seaweed", help="seaweed beds from multibeam: floor, canopy, cover, beds, species, J Blue table")
@@ -442,27 +457,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", help="an earlier seaweed output (run directory or its seaweed/<source>/)")
     s.add_argument("--date", help="survey date for the J Blue table (YYYY-MM-DD)")
     s.add_argument("--reference", help="a BAG grid to compare the extracted seafloor with")
-    s.add_argument("--height", help="what z is in the inputs (default: the mbes profile's, chart_datum)")
-    s.add_argument("--crs")
-    s.add_argument("--assume-crs")
-    s.add_argument("--config", help="YAML with a seaweed: mapping over pipeline/layers/seaweed/config.yaml (and profiles:)")
-    s.add_argument("--workers", type=int)
-    s.add_argument("--scheduler")
-    s.add_argument("--quiet", action="store_true")
+    # --height without choices here, as before: the ingest stage refuses a wrong one
+    georef_options(s, "height", "crs", "assume_crs",
+                   height={"choices": None,
+                           "help": "what z is in the inputs (default: the mbes profile's, chart_datum)"})
+    runtime_options(s, config="YAML with a seaweed: mapping over pipeline/layers/seaweed/config.yaml (and profiles:)")
     s.set_defaults(func=cmd_seaweed)
 
     s = sub.add_parser("pipes", help="pipe ledger from iPhone scans of an excavation")
     s.add_argument("scans", nargs="+", help="scans of one excavation (PLY, LAS, OBJ, 3d Scanner App export)")
     s.add_argument("--out", required=True)
-    s.add_argument("--gcp", help="control points CSV (name,x,y,z,E,N,H) for local-frame scans")
+    georef_options(s, "gcp", gcp="control points CSV (name,x,y,z,E,N,H) for local-frame scans")
     s.add_argument("--nominal", help="nominal diameters in mm, comma-separated (default in pipes.yaml)")
     s.add_argument("--date", help="scan date (YYYY-MM-DD) for the ledger")
-    s.add_argument("--crs", help="CRS of scans already in map coordinates")
-    s.add_argument("--height", choices=["orthometric", "ellipsoidal"],
-                   help="what z is in scans already in map coordinates (default: a local frame, so control points "
-                        "or a compound --crs are needed)")
-    s.add_argument("--config", help="YAML with a pipes: mapping over pipeline/layers/pipes/config.yaml (and profiles:)")
-    s.add_argument("--quiet", action="store_true")
+    georef_options(s, "crs", "height", crs="CRS of scans already in map coordinates",
+                   height={"choices": ["orthometric", "ellipsoidal"],
+                           "help": "what z is in scans already in map coordinates (default: a local frame, so "
+                                   "control points or a compound --crs are needed)"})
+    runtime_options(s, "config", "quiet",
+                    config="YAML with a pipes: mapping over pipeline/layers/pipes/config.yaml (and profiles:)")
     s.set_defaults(func=cmd_pipes)
 
     s = sub.add_parser("run", help="tile every source given, then the layer stages that read them (terrain, road)")
@@ -473,13 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resolution", type=float, default=0.5, help="terrain cell size (m)")
     s.add_argument("--trajectory", help="road: trajectory CSV")
     s.add_argument("--previous", help="road: earlier road output to compare with")
-    s.add_argument("--gcp", help="iphone: control points CSV")
+    georef_options(s, "gcp", gcp="iphone: control points CSV")
     s.add_argument("--dive", help="seaweed: dive-survey points")
     s.add_argument("--baseline", help="seaweed: earlier seaweed output to compare with")
-    s.add_argument("--config")
-    s.add_argument("--workers", type=int)
-    s.add_argument("--scheduler")
-    s.add_argument("--quiet", action="store_true")
+    runtime_options(s)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("tiles3d", help="3D Tiles 1.1 (glTF points, ECEF) of the sheet files, one tileset per source")
@@ -488,12 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-points-per-tile", type=int, default=100_000)
     s.add_argument("--precision", type=float, default=0.001,
                    help="largest position error quantization may add, metres (uint16 positions only within it)")
-    s.add_argument("--geoid", default="GSIGEO2011", choices=["GSIGEO2011", "JPGEO2024"],
-                   help="geoid for T.P. -> ellipsoidal heights (default GSIGEO2011)")
+    georef_options(s, "geoid", geoid={"default": "GSIGEO2011", "choices": ["GSIGEO2011", "JPGEO2024"],
+                                      "help": "geoid for T.P. -> ellipsoidal heights (default GSIGEO2011)"})
     s.add_argument("--pipes", help="also the pipes stage's meshes: its output folder (with pipes-summary.json)")
-    s.add_argument("--workers", type=int, help="Dask worker processes (default: one per sheet, up to the CPUs)")
-    s.add_argument("--scheduler", help="address of an existing Dask scheduler (or DASK_SCHEDULER_ADDRESS)")
-    s.add_argument("--quiet", action="store_true")
+    runtime_options(s, "workers", "scheduler", "quiet",
+                    workers="Dask worker processes (default: one per sheet, up to the CPUs)",
+                    scheduler="address of an existing Dask scheduler (or DASK_SCHEDULER_ADDRESS)")
     s.set_defaults(func=cmd_tiles3d)
 
     s = sub.add_parser("publish", help="3D Tiles, STAC catalog and preview page of a run; CKAN and STAC API",
@@ -515,9 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-tiles3d", action="store_true", help="do not (re)build the 3D Tiles")
     s.add_argument("--product", action="append", metavar="ID",
                    help="publish only these products (repeatable), e.g. to rerun a failed one")
-    s.add_argument("--workers", type=int)
-    s.add_argument("--scheduler")
-    s.add_argument("--quiet", action="store_true")
+    runtime_options(s, "workers", "scheduler", "quiet")
     s.set_defaults(func=cmd_publish)
 
     s = sub.add_parser("heightmap", help="16-bit PNG/RAW heightmap + JSON sidecar from a DTM, for simulators")
@@ -528,15 +536,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sheet", help="国土基本図図郭: code of a point (E N), or bounds of a code")
     s.add_argument("args", nargs="+", metavar="E N | CODE")
-    s.add_argument("--level", type=int, default=500, choices=[50000, 5000, 2500, 1000, 500, 250])
+    tiling_options(s, "level")
     s.set_defaults(func=cmd_sheet)
 
     for name, text in (("nightly", "the nightly batch: inboxes -> ingest, tile, layers -> publish, with a report"),
                        ("backfill", "redo sheets or a date range of inputs, and what follows from them"),
                        ("republish", "publish the run directory again without computing anything")):
         s = sub.add_parser(name, help=text)
-        s.add_argument("--config", required=True, help="nightly YAML (run_dir, inbox per source, layers, publish)")
-        s.add_argument("--quiet", action="store_true", help="no progress bars, no log lines (the log file stays)")
+        runtime_options(s, "config", "quiet",
+                        config={"required": True, "help": "nightly YAML (run_dir, inbox per source, layers, publish)"},
+                        quiet="no progress bars, no log lines (the log file stays)")
         if name == "nightly":
             s.add_argument("--force", action="store_true", help="run every stage even if nothing changed")
         if name == "backfill":
@@ -547,8 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="make the synthetic demo survey and run the pipeline on it")
     s.add_argument("--out", default="demo-out")
-    s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--quiet", action="store_true")
+    runtime_options(s, "workers", "quiet", workers={"default": 1})
     s.set_defaults(func=cmd_demo)
     return p
 
