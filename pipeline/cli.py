@@ -204,6 +204,38 @@ def cmd_run(a) -> int:
     return 2 if any(t["quarantined"] for t in s["tile"].values()) or s["quarantined_layers"] else 0
 
 
+def cmd_layer(a) -> int:
+    """One layer of the registry on a run directory whose source was tiled (a rerun with other options, or a
+    plug-in layer added after the night)."""
+    import yaml
+
+    from .core.runner import run_session
+    from .layers import get
+    from .stages.run import run_layer
+
+    lay = get(a.name)
+    if lay.reads_inputs:
+        raise ValueError(f"the {lay.name} layer reads its {lay.source} files themselves, not the sheets: run "
+                         f"pcpipe {lay.name} with the files")
+    opts = {"config_path": a.config, "workers": a.workers, "scheduler": a.scheduler, "quiet": a.quiet}
+    for kv in a.set or []:
+        key, sep, value = kv.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in lay.options:
+            raise ValueError(f"--set {kv}: expected KEY=VALUE with KEY one of the {lay.name} layer's options "
+                             f"({', '.join(lay.options) or 'it has none'})")
+        opts[key] = yaml.safe_load(value)
+    for k in lay.required:
+        if opts.get(k) is None:
+            raise ValueError(f"the {lay.name} layer needs --set {k}=FILE")
+    if not os.path.isdir(a.run_dir):
+        raise FileNotFoundError(2, "no such run directory", a.run_dir)
+    with run_session(a.workers, a.scheduler):
+        run_layer(lay, a.run_dir, None, opts)
+    print(f"{lay.name}: -> {lay.out_dir(a.run_dir)}/")
+    return 0
+
+
 def cmd_heightmap(a) -> int:
     from .layers.terrain.heightmap import export_heightmap
 
@@ -361,6 +393,8 @@ def runtime_options(s, *names, **over) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .layers import registry
+
     p = argparse.ArgumentParser(prog="pcpipe", description="VIRTUAL SHIZUOKA point-cloud pipeline")
     p.add_argument("--version", action="version", version=f"pcpipe {__import__('pipeline').__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -491,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", help="seaweed: earlier seaweed output to compare with")
     runtime_options(s)
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("layer", help="run one registered layer on a run directory whose source is already tiled")
+    s.add_argument("name", help="layer name: " + ", ".join(registry()))
+    s.add_argument("run_dir", help="run directory (as written by pcpipe run, tile or the nightly batch)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="a layer option (YAML value); repeatable")
+    runtime_options(s)
+    s.set_defaults(func=cmd_layer)
 
     s = sub.add_parser("tiles3d", help="3D Tiles 1.1 (glTF points, ECEF) of the sheet files, one tileset per source")
     s.add_argument("sheets_dir", help="a source's sheet folder (RUN/mms) or a run directory")

@@ -48,29 +48,35 @@ import time
 
 from pipeline.core.config import ConfigError as _ConfigError
 from pipeline.core.manifest import Manifest, file_sha256, stat_of
+from pipeline.core.runner import run_session
 from pipeline.layers import registry
 from pipeline.stages.tile import AllQuarantined, quarantine_records
 
 log = logging.getLogger("pcpipe.nightly")
 SOURCES = ("als", "mms", "mbes", "iphone")
 SKIP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~", ".prj", ".aux.xml", ".md5", ".sha256")  # sidecars, not data
-CONFIG_KEYS = {"run_dir", "inbox", "config", "gcp", "layers", "deer", "seaweed", "road", "terrain", "pipes",
-               "publish", "workers", "scheduler", "settle_seconds", "ignore"}
 # The options each section may hold, and their kinds ("path": a file or folder, relative to the config file).
-# tests/test_config_errors.py checks these against the stage functions' keyword arguments.
+# A layer's own options are in its registration; a layer that reads its source's sheets may also carry the
+# tiling options of that source. tests/test_config_errors.py checks these against the stage functions' keywords.
 _TILE_OPTIONS = {"level": "level", "fmt": ("copc", "laz"), "grid_size": "positive", "crs": "crs",
                  "assume_crs": "crs", "target_crs": "crs", "geoid": ("GSIGEO2011", "JPGEO2024", "none"), "height":
                  ("orthometric", "ellipsoidal", "chart_datum", "local")}
-SECTION_OPTIONS = {
-    "terrain": dict(_TILE_OPTIONS, resolution="positive", keep_existing="bool"),
-    "road": dict(_TILE_OPTIONS, trajectory="path", previous="path"),
-    "seaweed": dict(_TILE_OPTIONS, dive="path", dive_crs="crs", baseline="path", reference="path",
-                    survey={"date": "date", "site": "text", "method": "text", "sensor": "text"}),
-    "pipes": {"date": "date", "nominal": "whole_list"},
-    "deer": {"density": "path", "captures": "path", "roads": "path", "as_of": "date"},
-    "publish": {"survey": "text", "dates": "dates", "ckan": "text", "org": "text", "base_url": "text",
-                "stac_api": "text", "tiles3d": "bool", "preview": "bool"},
-}
+_PUBLISH_OPTIONS = {"survey": "text", "dates": "dates", "ckan": "text", "org": "text", "base_url": "text",
+                    "stac_api": "text", "tiles3d": "bool", "preview": "bool"}
+
+
+def section_options() -> dict:
+    out = {n: dict(lay.options) if lay.needs or lay.reads_inputs else dict(_TILE_OPTIONS, **lay.options)
+           for n, lay in registry().items()}
+    out["publish"] = _PUBLISH_OPTIONS
+    return out
+
+
+def config_keys() -> set:
+    return {"run_dir", "inbox", "config", "gcp", "layers", "publish", "workers", "scheduler", "settle_seconds",
+            "ignore"} | set(registry())
+
+
 _TOP = {"run_dir": "path", "inbox": "inbox", "config": "path", "gcp": "path", "layers": "layers",
         "workers": "workers", "scheduler": "text", "settle_seconds": "seconds", "ignore": "patterns"}
 
@@ -223,11 +229,12 @@ def load_config(path: str) -> dict:
     cfg = _read_yaml(path, "nightly config") or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping of settings (run_dir:, inbox:, ...), got {_show(cfg)}")
+    keys, sections = config_keys(), section_options()
     for k in cfg:
-        if k not in CONFIG_KEYS:
-            raise ConfigError(f"unknown key {k} in {path}{_nearest(k, CONFIG_KEYS)} (known: "
-                              f"{', '.join(sorted(CONFIG_KEYS))})")
-    for k, kind in list(_TOP.items()) + list(SECTION_OPTIONS.items()):
+        if k not in keys:
+            raise ConfigError(f"unknown key {k} in {path}{_nearest(k, keys)} (known: "
+                              f"{', '.join(sorted(keys))})")
+    for k, kind in list(_TOP.items()) + list(sections.items()):
         if k in cfg:
             cfg[k] = _checked(path, k, cfg[k], kind)
     if not cfg.get("run_dir"):
@@ -241,7 +248,7 @@ def load_config(path: str) -> dict:
     cfg["inbox"] = {k: resolve(v) for k, v in (cfg.get("inbox") or {}).items() if v}
     for k in ("config", "gcp"):
         cfg[k] = resolve(cfg.get(k))
-    for section, kinds in SECTION_OPTIONS.items():
+    for section, kinds in sections.items():
         if section == "publish":
             continue
         sec = dict(cfg.get(section) or {})
@@ -249,7 +256,7 @@ def load_config(path: str) -> dict:
     cfg["publish"] = dict(cfg.get("publish") or {})
     # files the stages will read: missing ones are said now, not after hours of tiling
     given = [("config", cfg.get("config")), ("gcp", cfg.get("gcp"))] + [
-        (f"{section}.{k}", v) for section, kinds in SECTION_OPTIONS.items() if section != "publish"
+        (f"{section}.{k}", v) for section, kinds in sections.items() if section != "publish"
         for k, v in (cfg.get(section) or {}).items() if kinds.get(k) == "path" and v]
     for key, p in given:
         if p and not os.path.exists(p):
@@ -496,7 +503,8 @@ def nightly(cfg: dict, *, quiet: bool = False, force: bool = False, only: list[s
     """One night. Returns the summary (also written with the report unless nothing was new)."""
     run_dir = cfg["run_dir"]
     t0 = time.time()
-    with RunLock(run_dir) as lock:
+    # one Dask client serves every stage of the night (started by the first stage that hands out work)
+    with RunLock(run_dir) as lock, run_session(cfg.get("workers"), cfg.get("scheduler")):
         if lock.stale:  # only a run that died holding the lock leaves partial files: no walk on a normal night
             _clear_partials(run_dir)
         ignore = cfg.get("ignore") or ()

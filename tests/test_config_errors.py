@@ -372,7 +372,7 @@ def test_nightly_section_options_are_the_stages_keywords():
     from pipeline.layers.seaweed.stage import seaweed
     from pipeline.layers.terrain.stage import terrain
     from pipeline.stages.tile import tile
-    from tasks.nightly import SECTION_OPTIONS
+    from tasks.nightly import section_options
 
     def kw(fn):
         return {n for n, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
@@ -381,4 +381,4 @@ def test_nightly_section_options_are_the_stages_keywords():
     tile_kw = kw(tile) - set_by_nightly
     for name, fn in (("terrain", terrain), ("road", road), ("seaweed", seaweed)):
         own = kw(fn) - set_by_nightly - {"smrf"}
-        assert set(SECTION_OPTIONS[name]) == own | tile_kw, name
+        assert set(section_options()[name]) == own | tile_kw, name

@@ -38,10 +38,23 @@ def client_for(workers: int | None = None, scheduler: str | None = None):
 
 
 class Session:
-    """A place to run tasks: in-process, or on a Dask client. Several maps can share one cluster."""
+    """A place to run tasks: in-process, or on a Dask client. Several maps can share one cluster; the cluster
+    starts with the first map that needs it (a night with nothing new starts none)."""
 
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client=None, workers: int | None = None, scheduler: str | None = None):
+        self._client, self._args, self._stack = client, (workers, scheduler), None
+
+    @property
+    def client(self):
+        if self._client is None and self._stack is None:
+            self._stack = contextlib.ExitStack()
+            self._client = self._stack.enter_context(client_for(*self._args))
+        return self._client
+
+    def close(self):
+        if self._stack is not None:
+            self._stack.close()
+            self._stack, self._client = None, None
 
     def map(self, fn, items: list, desc: str = "", quiet: bool = False) -> list:
         """fn(item) for every item, results in the order of items."""
@@ -59,15 +72,41 @@ class Session:
         return results
 
 
+_RUN: list[Session] = []  # the session of the run in progress in this process, if any
+
+
+@contextlib.contextmanager
+def run_session(workers: int | None = None, scheduler: str | None = None):
+    """One Dask client for a whole `pcpipe run` or night: every session() opened inside it (each stage's) is
+    this one, so the cluster starts once and its workers serve every stage."""
+    if _RUN:
+        yield _RUN[-1]
+        return
+    s = Session(workers=workers, scheduler=scheduler)
+    _RUN.append(s)
+    try:
+        yield s
+    finally:
+        _RUN.pop()
+        s.close()
+
+
 @contextlib.contextmanager
 def session(workers: int | None = None, scheduler: str | None = None):
-    with client_for(workers, scheduler) as client:
-        yield Session(client)
+    """A stage's session: the run's when one is open, else a client of its own for the stage's duration."""
+    if _RUN:
+        yield _RUN[-1]
+        return
+    s = Session(workers=workers, scheduler=scheduler)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def map_tasks(fn, items: list, *, workers: int | None = None, scheduler: str | None = None, desc: str = "",
               quiet: bool = False) -> list:
-    """fn(item) for every item on a session of its own, results in the order of items."""
+    """fn(item) for every item on the run's session, or on one of its own, results in the order of items."""
     if not items:
         return []
     with session(workers, scheduler) as s:

@@ -45,7 +45,8 @@ class Layer:
     extent_file: str | None = None  # vector file whose extent is the layer's (default: its first raster)
     needs: tuple = ()  # layers whose outputs it reads; it runs after them, and by default only with its section
     required: tuple = ()  # options its section must give (files it reads)
-    options: dict = field(default_factory=dict)  # nightly YAML options of its section -> kind (see tasks/nightly)
+    options: dict = field(default_factory=dict)  # its options (nightly section, `pcpipe layer --set`) -> kind
+    reads_inputs: bool = False  # reads its source's files themselves, not the sheets (pipes: scan by scan)
 
     def out_dir(self, run_dir: str, source: str | None = None) -> str:
         return os.path.join(run_dir, self.folder.format(source=source or self.source))
@@ -85,5 +86,5 @@ def registry() -> dict[str, Layer]:
 def get(name: str) -> Layer:
     layers = registry()
     if name not in layers:
-        raise KeyError(f"unknown layer {name!r}; known: {', '.join(layers)}")
+        raise ValueError(f"unknown layer {name!r}; known: {', '.join(layers)}")
     return layers[name]

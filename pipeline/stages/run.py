@@ -7,6 +7,7 @@ import inspect
 import os
 
 from ..core.outputs import write_json
+from ..core.runner import run_session
 from ..layers import Layer, registry
 
 COMMON = ("config_path", "workers", "scheduler", "quiet")
@@ -53,31 +54,35 @@ def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=
         quiet=False, layer_options: dict | None = None, tile_options: dict | None = None) -> dict:
     """inputs: {source kind: [paths]}. stages: layer names (default: every layer whose source has inputs).
     Every source given is tiled once, then its layers run on the run directory."""
-    from .tile import AllQuarantined, quarantine_records
-
     if not any(inputs.values()):
         raise ValueError("no inputs given: pass at least one of --als, --mms, --mbes, --iphone")
     wanted = wanted_layers(inputs, stages)
-    summary = {"run_dir": os.path.abspath(out_dir), "tile": {}, "layers": {}}
     common = {"config_path": config_path, "workers": workers, "scheduler": scheduler, "quiet": quiet}
-    layer_options = layer_options or {}
-    tile_summaries = {}
+    with run_session(workers, scheduler):  # one Dask client for every stage of the run
+        summary = _run(inputs, out_dir, wanted, common, layer_options or {}, tile_options or {})
+    write_json(os.path.join(out_dir, "run-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
+    return summary
+
+
+def _run(inputs, out_dir, wanted, common, layer_options, tile_options) -> dict:
+    from .tile import AllQuarantined, quarantine_records
+
+    summary = {"run_dir": os.path.abspath(out_dir), "tile": {}, "layers": {}}
     for source, paths in inputs.items():
         if not paths:
             continue
-        tiling = dict(common, **(tile_options or {}).get(source, {}))
+        tiling = dict(common, **tile_options.get(source, {}))
         for lay in wanted:  # a layer's own section may carry tiling options for its source
             if lay.source == source:
                 tiling.update(split_options(layer_options.get(lay.name, {}))[0])
         s = tile_source(paths, out_dir, source, tiling)
-        tile_summaries[source] = s
         summary["tile"][source] = {k: v for k, v in s.items() if k != "results"}
         summary["tile"][source]["quarantined_files"] = quarantine_records(
             r for r in s["results"] if r["status"] == "quarantined")
     summary["quarantined_layers"] = {}
     for lay in wanted:
         opts = dict(common, **split_options(layer_options.get(lay.name, {}))[1],
-                    **({"gcp": tile_options[lay.source]["gcp"]} if (tile_options or {}).get(lay.source, {}).get("gcp")
+                    **({"gcp": tile_options[lay.source]["gcp"]} if tile_options.get(lay.source, {}).get("gcp")
                        else {}))
         try:
             s = run_layer(lay, out_dir, inputs[lay.source], opts)
@@ -86,5 +91,4 @@ def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=
             summary["quarantined_layers"][lay.name] = {"message": str(e), "lines": e.lines()}
             continue
         summary["layers"][lay.name] = {k: v for k, v in s.items() if k not in ("tile", "config", "sheets")}
-    write_json(os.path.join(out_dir, "run-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
     return summary

@@ -24,4 +24,5 @@ register(Layer(
               Overlay("deer_capturable", "capturable.geojson", "捕獲適地", "capturable areas",
                       {"color": "#e31a1c", "fillColor": "#e31a1c", "weight": 1, "fillOpacity": 0.45}),
               Overlay("deer_routes", "routes.geojson", "アクセス経路", "access routes",
-                      {"color": "#f2c200", "weight": 3, "opacity": 0.95}))))
+                      {"color": "#f2c200", "weight": 3, "opacity": 0.95})),
+    options={"density": "path", "captures": "path", "roads": "path", "as_of": "date"}))

@@ -34,4 +34,5 @@ register(Layer(
     title_ja="管路台帳 (3D)", title_en="3D pipe ledger", keywords=("管路", "埋設管", "pipes"),
     themes=("エネルギー・水", "住宅・土地・建設"), colour="#a6761d", key_figures=_figures, report_figures=_report,
     overlays=(Overlay("pipes", "pipes.geojson", "埋設管", "pipes", {"color": "#7b3294", "weight": 5, "opacity": 0.9}),),
-    extent_file="pipes.geojson", tileset=_tileset))
+    extent_file="pipes.geojson", tileset=_tileset,
+    options={"date": "date", "nominal": "whole_list"}, reads_inputs=True))

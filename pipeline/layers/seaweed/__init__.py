@@ -14,4 +14,6 @@ register(Layer(
     keywords=("藻場", "ブルーカーボン", "J ブルークレジット", "seaweed"), themes=("農林水産業", "司法・安全・環境"),
     colour="#1f78b4", key_figures=("beds", "bed_area_ha", "jblue", "species_model"),
     overlays=(Overlay("seaweed_beds", "beds.geojson", "藻場", "seaweed beds",
-                      {"color": "#006d2c", "fillColor": "#31a354", "weight": 1, "fillOpacity": 0.5}),)))
+                      {"color": "#006d2c", "fillColor": "#31a354", "weight": 1, "fillOpacity": 0.5}),),
+    options={"dive": "path", "dive_crs": "crs", "baseline": "path", "reference": "path",
+             "survey": {"date": "date", "site": "text", "method": "text", "sensor": "text"}}))
