@@ -182,19 +182,17 @@ def cmd_pipes(a) -> int:
 
 
 def cmd_run(a) -> int:
+    from .layers import registry
     from .stages.run import run
 
     inputs = {k: getattr(a, k) or [] for k in ("als", "mms", "mbes", "iphone")}
-    layer_options = {"road": {"trajectory": a.trajectory, "previous": a.previous},
-                     "terrain": {"resolution": a.resolution},
-                     "seaweed": {"dive": a.dive, "baseline": a.baseline}}
+    # each layer takes the run's options named like its own (--resolution: terrain; --dive: seaweed; ...)
+    layer_options = {n: {k: getattr(a, k) for k in lay.options if hasattr(a, k)} for n, lay in registry().items()}
     s = run(inputs, a.out, a.stages.split(",") if a.stages else None, config_path=a.config, workers=a.workers,
             scheduler=a.scheduler, quiet=a.quiet, layer_options=layer_options,
             tile_options={"iphone": {"gcp": a.gcp}} if a.gcp else None)
     for source, t in s["tile"].items():
         print(f"tile {source}: {t['all_points']:,} points in {t['all_sheets']} sheets, {t['quarantined']} quarantined")
-    from .layers import registry
-
     for name in s["layers"]:
         print(f"{name}: -> {registry()[name].out_dir(a.out)}/")
     for name, q in s["quarantined_layers"].items():
