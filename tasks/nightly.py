@@ -590,7 +590,7 @@ def _write_report(summary: dict, run_dir: str, report_dir: str) -> None:
     # first without the report: a report that fails must not cost the summary
     write_json(path, summary, indent=2, ensure_ascii=False, default=str)
     try:
-        from pipeline.report import write_report
+        from tasks.report import write_report
 
         rep = write_report(summary, run_dir, os.path.join(report_dir, "report.html"))
     except Exception as e:  # never mask the night's own outcome (this runs in a finally)

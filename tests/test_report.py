@@ -1,4 +1,4 @@
-"""The run report of a nightly batch (pipeline/report.py), on a night with known truth: the demo survey's MMS file
+"""The run report of a nightly batch (tasks/report.py), on a night with known truth: the demo survey's MMS file
 tiled tonight with a corrupt file beside it (quarantined), its multibeam file tiled on an earlier night with one
 sheet left pending by a killed build, a road layer summary with known figures, a terrain stage that failed without
 leaving a folder, and publish skipped. The page must be self-contained, its figures must equal the run directory's
@@ -31,7 +31,7 @@ def _stamp(t: float) -> str:
 def night(tmp_path_factory, demo_survey):
     from pipeline.core.manifest import Manifest
     from pipeline.core.outputs import write_json
-    from pipeline.report import write_report
+    from tasks.report import write_report
     from pipeline.stages.tile import tile
     from tasks.nightly import _quarantined, _small
 
@@ -158,7 +158,7 @@ def test_figures_equal_the_run_directorys_records(night):
 
 def test_page_shows_the_figures(night):
     fig, doc = night["out"]["figures"], _html(night)
-    from pipeline.report import SHEET_COLOURS
+    from tasks.report import SHEET_COLOURS
 
     # stages table: one row per stage, with its status and error
     for s in night["summary"]["stages"]:
@@ -195,7 +195,7 @@ def test_links_resolve_to_existing_files(night):
 
 
 def test_rerun_is_byte_identical_and_robust(night, tmp_path):
-    from pipeline.report import write_report
+    from tasks.report import write_report
 
     before = pathlib.Path(night["html"]).read_bytes()
     write_report(night["summary"], night["run"], night["html"])
