@@ -38,6 +38,11 @@ def num(v, nd=None) -> str:
     return esc(v)
 
 
+def pct(v) -> str:
+    """A share (0..1) as a percentage with one decimal, None as an en dash."""
+    return "–" if v is None else f"{100 * float(v):.1f} %"
+
+
 def _ticks(vmax: float, n: int = 5) -> list[float]:
     if not vmax or vmax <= 0 or not math.isfinite(vmax):
         return [0.0, 1.0]

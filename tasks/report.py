@@ -32,6 +32,7 @@ import base64
 import csv
 import datetime as dt
 import functools
+import importlib
 import json
 import os
 import re
@@ -43,19 +44,18 @@ from markupsafe import Markup
 
 from pipeline.core.outputs import write_bytes
 
-from .charts import SHEET_COLOURS, SHEET_LABELS, esc as _e, hbars, map_layout, map_scales, num as _n
+from pipeline.layers import registry
+
+from . import charts
+from .charts import SHEET_COLOURS, SHEET_LABELS, esc as _e, hbars, map_layout, map_scales, num as _n, pct
 
 # ------------------------------------------------------------------------------------------------ constants
 RUN_COLOURS = {"ok": "#2ca25f", "failed": "#e31a1c"}
 STAGE_COLOURS = {"done": "#2ca25f", "failed": "#e31a1c", "unchanged": "#b8c2cc", "skipped": "#f0a30a",
                  "quarantined": "#f0a30a"}
-CLASS_COLOURS = {"I": "#2ca25f", "II": "#f0a30a", "III": "#e31a1c"}
 # Densities the surveys are specified to reach (DESIGN.md), drawn as a reference line on the density plot.
 DENSITY_SPEC = {"als": (16.0, "airborne ≥ 16 pts/m²"), "mms": (400.0, "MMS ≥ 400 pts/m²"),
                 "mbes": (1.0, "bathymetric ≥ 1 pt/m²")}
-LAYER_KINDS = ("terrain", "road", "seaweed", "pipes", "deer")
-LAYER_TITLES = {"terrain": "地形 terrain", "road": "路面性状 road surface", "seaweed": "藻場 seaweed beds",
-                "pipes": "管路 pipes", "deer": "ニホンジカ捕獲 deer capture"}
 MAX_IMAGE_BYTES = 400_000  # quicklooks larger than this are linked, not embedded
 
 
@@ -308,75 +308,21 @@ def _timing_figures(summary, stages, tile_summaries, run_dir, t0) -> dict:
     return out
 
 
-def _read_jblue(path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _num_or_none(v):
-    try:
-        return None if v in (None, "") else float(v)
-    except (TypeError, ValueError):
-        return None
-
-
 def _layer_key_figures(kind, s, folder) -> dict:
-    """The key figures of one layer from its summary (the layer's own numbers, nothing recomputed)."""
-    if kind == "terrain":
-        q = s.get("quality") or {}
-        sheets = []
-        for r in s.get("sheets") or []:
-            pts, ground = r.get("points"), r.get("ground")
-            sheets.append({"code": r.get("code"), "points": pts, "ground": ground,
-                           "ground_share": round(ground / pts, 4) if pts and ground is not None else None,
-                           "filled_share": round(r["filled_cells"] / r["cells"], 4)
-                           if r.get("cells") and r.get("filled_cells") is not None else None})
-        return {"resolution_m": s.get("resolution"), "ground_share": q.get("ground_share"),
-                "filled_share": q.get("filled_share"), "sheets": sheets}
-    if kind == "road":
-        return {"anomalies": dict(s.get("anomalies") or {}), "segments": s.get("segments"),
-                "classes": {k: (s.get("classes") or {}).get(k, 0) for k in ("I", "II", "III")},
-                "trajectory": s.get("trajectory"), "changes": s.get("changes"),
-                "passes": [{k: p.get(k) for k in ("pass", "length_m", "road_area_m2", "density_pts_m2",
-                                                  "surface_noise_mm")} for p in s.get("passes") or []]}
-    if kind == "seaweed":
-        rows = s.get("jblue")
-        if not rows and os.path.exists(os.path.join(folder, "jblue.csv")):
-            rows = _read_jblue(os.path.join(folder, "jblue.csv"))
-        species, total = [], None
-        for r in rows or []:
-            rec = {k: (_num_or_none(r.get(k)) if k != "species" else r.get(k))
-                   for k in ("species", "area_ha", "mean_cover", "credited_area_ha", "co2_t_per_year")}
-            if str(r.get("species")).strip().lower() == "total":
-                total = rec
-            else:
-                species.append(rec)
-        model = s.get("species_model") or {}
-        return {"beds": s.get("beds"), "bed_area_ha": s.get("bed_area_ha"), "species": species, "total": total,
-                "cv_accuracy": model.get("cv_accuracy"), "dive_points": model.get("dive_points"),
-                "changes": s.get("changes")}
-    if kind == "pipes":
-        return {"scans": len(s.get("scans") or []), "refused": len(s.get("refused") or []),
-                "pipes": [{k: p.get(k) for k in ("id", "nominal_mm", "diameter_mm", "length_m", "cover_start_m",
-                                                 "cover_end_m", "slope_permille", "fit_rms_mm")}
-                          for p in s.get("pipes") or []]}
-    if kind == "deer":
-        lengths = [float(v) for v in s.get("route_length_m") or []]
-        srt = sorted(lengths)
-        med = (srt[len(srt) // 2] if len(srt) % 2 else (srt[len(srt) // 2 - 1] + srt[len(srt) // 2]) / 2) \
-            if srt else None
-        return {"as_of": s.get("as_of"), "captures": s.get("captures"), "recent_captures": s.get("recent_captures"),
-                "gap_area_ha": s.get("gap_area_ha"), "capturable_area_ha": s.get("capturable_area_ha"),
-                "routes": s.get("routes"), "route_length_m": lengths,
-                "route_length_total_m": round(sum(lengths), 1) if lengths else None,
-                "route_length_min_m": srt[0] if srt else None, "route_length_median_m": med,
-                "route_length_max_m": srt[-1] if srt else None, "road_source": s.get("road_source")}
+    """The key figures of one layer from its summary: the layer's report module's, else its scalar values."""
+    mod = _layer_report(kind)
+    if mod is not None:
+        return mod.figures(s, folder)
     return {k: v for k, v in s.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
-def _layer_figures(stages, run_dir, t0) -> list[dict]:
-    from pipeline.layers import registry
+def _layer_report(kind):
+    """The report module a layer registered (figures, view, and report.html.j2 beside it), or None."""
+    lay = registry().get(kind)
+    return importlib.import_module(lay.report) if lay and lay.report else None
 
+
+def _layer_figures(stages, run_dir, t0) -> list[dict]:
     out, seen = [], set()
     for kind, lay in registry().items():
         sub, summary_name = lay.folder, lay.summary
@@ -485,10 +431,6 @@ def _link_figures(run_dir, report_dir) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ formatting
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * float(v):.1f} %"
-
-
 def _size(b) -> str:
     if b is None:
         return ""
@@ -516,7 +458,16 @@ class _Loader(jinja2.FileSystemLoader):
     reading, so a newline and the indentation after it are dropped when they are loaded (the CSS is kept as is)."""
 
     def get_source(self, environment, template):
-        source, filename, uptodate = super().get_source(environment, template)
+        if template.startswith("layer/"):  # a layer's section: report.html.j2 beside its report module
+            mod = _layer_report(template[len("layer/"):])
+            path = os.path.join(os.path.dirname(mod.__file__), "report.html.j2")
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+            mtime = os.path.getmtime(path)
+            source, filename, uptodate = source, path, lambda: os.path.getmtime(path) == mtime
+            template = "report.html.j2"
+        else:
+            source, filename, uptodate = super().get_source(environment, template)
         if template.endswith(".html.j2"):
             source = re.sub(r"\n[ \t]*", "", source)
         return source, filename, uptodate
@@ -533,9 +484,9 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=_Loader(os.path.join(os.path.dirname(__file__), "templates")),
                              autoescape=True, finalize=_finalize, undefined=jinja2.StrictUndefined)
     env.filters.update(num=lambda v: Markup(_n(v)),  # _n escapes what is not a number itself
-                       pct=_pct, fmt=format)
+                       pct=pct, fmt=format)
     env.globals.update(STAGE_COLOURS=STAGE_COLOURS, RUN_COLOURS=RUN_COLOURS, SHEET_COLOURS=SHEET_COLOURS,
-                       SHEET_LABELS=SHEET_LABELS, LAYER_TITLES=LAYER_TITLES)
+                       SHEET_LABELS=SHEET_LABELS)
     return env
 
 
@@ -654,59 +605,27 @@ def _quicklook(entry, run_dir) -> dict | None:
 
 
 def _layer_view(kind, f) -> dict:
-    """The charts and rows of one layer's body (macros of layers.html.j2), from its figures."""
-    if kind == "terrain":
-        rows = [{"label": s["code"], "value": None if s.get("ground_share") is None else 100 * s["ground_share"],
-                 "colour": "#66a61e", "title": f'{s["code"]}: ground {_pct(s.get("ground_share"))}, filled '
-                                               f'{_pct(s.get("filled_share"))}'} for s in f.get("sheets") or []]
-        rows += [{"label": f'{s["code"]} filled', "value": None if s.get("filled_share") is None
-                  else 100 * s["filled_share"], "colour": "#b8860b"} for s in f.get("sheets") or []]
-        return {"bars": hbars(rows, unit="%", width=460, fmt=lambda v: f"{v:.1f}")}
-    if kind == "road":
-        an = f.get("anomalies") or {}
-        cl = f.get("classes") or {}
-        return {"anomalies": hbars([{"label": k, "value": v, "colour": "#b8860b"} for k, v in an.items()],
-                                   unit="count", width=400),
-                "classes": hbars([{"label": f"class {k}", "value": cl.get(k, 0), "colour": CLASS_COLOURS[k]}
-                                  for k in ("I", "II", "III")], unit="segments", width=400),
-                "changes": json.dumps(f.get("changes"), ensure_ascii=False) if f.get("changes") else None}
-    if kind == "seaweed":
-        sp = f.get("species") or []
-        pal = ["#1f78b4", "#33a02c", "#6a3d9a", "#ff7f00", "#b15928"]
-        return {"bars": hbars([{"label": r.get("species"), "value": r.get("area_ha"), "colour": pal[i % len(pal)],
-                                "title": f'{r.get("species")}: {_n(r.get("area_ha"))} ha, credited '
-                                         f'{_n(r.get("credited_area_ha"))} ha'} for i, r in enumerate(sp)],
-                              unit="ha", width=520),
-                "rows": sp + ([f["total"]] if f.get("total") else [])}
-    if kind == "pipes":
-        ps = f.get("pipes") or []
-        rows = [(p, (p["diameter_mm"] - p["nominal_mm"]) if p.get("diameter_mm") is not None and
-                 p.get("nominal_mm") is not None else None) for p in ps]
-        return {"rows": rows,
-                "bars": hbars([{"label": p.get("id"), "value": p.get("diameter_mm"), "colour": "#a6761d",
-                                "title": f'{p.get("id")}: {_n(p.get("diameter_mm"))} mm measured, nominal '
-                                         f'{_n(p.get("nominal_mm"))} mm'} for p in ps], unit="mm", width=420)}
-    if kind == "deer":
-        return {"areas": hbars([{"label": "capture gap 空白域", "value": f.get("gap_area_ha"), "colour": "#3182bd"},
-                                {"label": "capturable 捕獲適地", "value": f.get("capturable_area_ha"),
-                                 "colour": "#de2d26"}], unit="ha", width=420),
-                "routes": hbars([{"label": f"route {i + 1}", "value": v, "colour": "#e6ab02"}
-                                 for i, v in enumerate(f.get("route_length_m") or [])], unit="m", width=420)}
-    return {}
+    """The charts and rows of one layer's body, from its figures (the layer's report module)."""
+    mod = _layer_report(kind)
+    return mod.view(f, charts) if mod is not None else {}
 
 
 def _view_layers(fig, run_dir) -> dict:
-    bodies = _env().get_template("layers.html.j2").module
+    env = _env()
     entries = []
     for entry in fig.get("layers") or []:
         kind, src = entry["layer"], entry["source"]
+        lay = registry().get(kind)
         e = {"entry": entry, "kind": kind, "src": src, "body": None, "error": None, "quicklook": None,
+             "title": (lay.report_title if lay and lay.report_title else kind),
              "when": ("computed tonight 今夜" if entry.get("tonight") else
                       "from an earlier night 以前の結果" if entry.get("figures") else "")}
         if entry.get("figures"):
             f = entry["figures"]
             try:
-                e["body"] = getattr(bodies, kind if kind in LAYER_KINDS else "other")(f, _layer_view(kind, f))
+                body = env.get_template(f"layer/{kind}" if _layer_report(kind) else "layers.html.j2").module
+                e["body"] = getattr(body, "body", None) or body.other
+                e["body"] = e["body"](f, _layer_view(kind, f))
             except Exception as ex:
                 e["error"] = f"{type(ex).__name__}: {ex}"
                 fig.setdefault("errors", []).append(f"render layer {kind}/{src}: {type(ex).__name__}: {ex}")

@@ -38,7 +38,9 @@ class Layer:
     themes: tuple = ()  # data.go.jp categories of its CKAN dataset
     colour: str = "#555555"  # its colour in the preview's legend
     key_figures: Callable | tuple = ()  # summary keys the catalog shows, or a function summary -> dict
-    report_figures: Callable | None = None  # extra figures of a night's report line: summary -> dict
+    report_figures: Callable | None = None  # extra figures of a night's stage line: summary -> dict
+    report_title: str | None = None  # its section's title in the night's report
+    report: str | None = None  # module with figures(summary, folder) and view(figures, charts), and report.html.j2
     overlays: tuple = ()  # Overlay of the preview map
     preview_raster: str | None = None  # a COG of the layer the preview draws as a coloured slope image
     tileset: Callable | None = None  # tileset(layer folder, out folder) -> summary: 3D Tiles of its meshes

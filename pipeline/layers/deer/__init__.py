@@ -25,4 +25,5 @@ register(Layer(
                       {"color": "#e31a1c", "fillColor": "#e31a1c", "weight": 1, "fillOpacity": 0.45}),
               Overlay("deer_routes", "routes.geojson", "アクセス経路", "access routes",
                       {"color": "#f2c200", "weight": 3, "opacity": 0.95})),
-    options={"density": "path", "captures": "path", "roads": "path", "as_of": "date"}))
+    options={"density": "path", "captures": "path", "roads": "path", "as_of": "date"},
+    report_title="ニホンジカ捕獲 deer capture", report="pipeline.layers.deer.report"))

@@ -35,4 +35,5 @@ register(Layer(
     themes=("エネルギー・水", "住宅・土地・建設"), colour="#a6761d", key_figures=_figures, report_figures=_report,
     overlays=(Overlay("pipes", "pipes.geojson", "埋設管", "pipes", {"color": "#7b3294", "weight": 5, "opacity": 0.9}),),
     extent_file="pipes.geojson", tileset=_tileset,
-    options={"date": "date", "nominal": "whole_list"}, reads_inputs=True))
+    options={"date": "date", "nominal": "whole_list"}, reads_inputs=True,
+    report_title="管路 pipes", report="pipeline.layers.pipes.report"))

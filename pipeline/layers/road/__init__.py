@@ -16,4 +16,5 @@ register(Layer(
     overlays=(Overlay("road_anomalies", "anomalies.geojson", "路面異常", "road anomalies",
                       {"color": "#d7191c", "fillColor": "#d7191c", "weight": 2, "fillOpacity": 0.6,
                        "byProperty": "type", "colours": {"pothole": "#d7191c", "step": "#fd8d3c"}}),),
-    options={"trajectory": "path", "previous": "path"}))
+    options={"trajectory": "path", "previous": "path"},
+    report_title="路面性状 road surface", report="pipeline.layers.road.report"))

@@ -16,4 +16,5 @@ register(Layer(
     overlays=(Overlay("seaweed_beds", "beds.geojson", "藻場", "seaweed beds",
                       {"color": "#006d2c", "fillColor": "#31a354", "weight": 1, "fillOpacity": 0.5}),),
     options={"dive": "path", "dive_crs": "crs", "baseline": "path", "reference": "path",
-             "survey": {"date": "date", "site": "text", "method": "text", "sensor": "text"}}))
+             "survey": {"date": "date", "site": "text", "method": "text", "sensor": "text"}},
+    report_title="藻場 seaweed beds", report="pipeline.layers.seaweed.report"))
