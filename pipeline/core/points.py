@@ -55,6 +55,14 @@ class PointCloud:
         return (float(self.x.min()), float(self.y.min()), float(self.z.min()),
                 float(self.x.max()), float(self.y.max()), float(self.z.max()))
 
+    @classmethod
+    def concat(cls, parts: list["PointCloud"], **attrs) -> "PointCloud":
+        """One cloud of the parts' columns end to end (the columns of the first part); CRS, height and meta are
+        the ones given (a sheet read in chunks, a sheet with its neighbours' margins)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        return cls({k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}, **attrs)
+
     def with_columns(self, **cols) -> "PointCloud":
         new = dict(self.columns)
         new.update(cols)

@@ -480,6 +480,5 @@ def sheet_with_buffer(run_dir: str, source: str, code: str, margin: float):
             parts.append(c)
     if not parts:
         raise FileNotFoundError(f"no sheet {code} (or neighbours) under {run_dir}/{source}")
-    cols = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
-    return PointCloud(cols, crs=CRS.from_user_input(settings["target_crs"]), height="orthometric",
-                      meta={"sheet": code, "margin": margin})
+    return PointCloud.concat(parts, crs=CRS.from_user_input(settings["target_crs"]), height="orthometric",
+                             meta={"sheet": code, "margin": margin})

@@ -45,7 +45,7 @@ def sum_task(item: dict) -> dict:
     chunks = _read_sheet(item["path"])
     from ...core.points import PointCloud
 
-    cloud = PointCloud({k: np.concatenate([c.columns[k] for c in chunks]) for k in chunks[0].columns})
+    cloud = PointCloud.concat(chunks)
     out = []
     for k, pd in enumerate(item["passes"]):
         acc = R.accumulate(R.Pass.from_dict(pd), cloud, cfg)

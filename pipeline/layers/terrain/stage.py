@@ -59,8 +59,7 @@ def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF(
     if n == 0 or min(b[:, 3].max() - b[:, 0].min(), b[:, 4].max() - b[:, 1].min()) < 3 * p.cell:
         raise ValueError(f"{src}: {n:,} point(s) over too small an area for ground classification (SMRF needs at "
                          f"least 3 x 3 cells of {p.cell:g} m)")
-    cloud = PointCloud({k: np.concatenate([c.columns[k] for c in chunks]) for k in chunks[0].columns},
-                       crs=opened.crs, meta=dict(opened.meta))
+    cloud = PointCloud.concat(chunks, crs=opened.crs, meta=dict(opened.meta))
     unit = 1.0
     if opened.crs is not None and opened.crs.axis_info:
         unit = opened.crs.axis_info[0].unit_conversion_factor if not opened.crs.is_geographic else 1.0
