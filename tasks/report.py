@@ -29,7 +29,6 @@ enters the page beyond the summary's own times: the same summary and run directo
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as dt
 import functools
 import importlib

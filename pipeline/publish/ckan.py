@@ -42,6 +42,8 @@ import tempfile
 import time
 import urllib.parse
 
+from ..layers import registry
+
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "PCPIPE_CKAN_TOKEN"
