@@ -95,7 +95,7 @@ PRIORITY_FIELDS = ["rank", "kind", "id", "pass", "lane", "station_m", "class", "
 
 def deviation_raster(results, cell: float):
     """Deviation (mm) of every pass splatted onto one world grid (mean where passes overlap)."""
-    from ..terrain.dtm import Grid
+    from ...core.raster import Grid
 
     pts = []
     for p, res, row0 in results:
@@ -209,7 +209,7 @@ def compare_epochs(prev_dir: str, anomalies: list[dict], segments: list[dict], c
 
 def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, previous: str | None = None,
          config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    from ..terrain.stage import write_cog
+    from ...core.raster import write_cog
 
     cfg = R.load_config(config_path)
     out_dir = os.path.abspath(out_dir)

@@ -10,8 +10,8 @@ import os
 import numpy as np
 
 from . import beds as S
-from ..terrain.dtm import NODATA, Grid
 from ...core.outputs import feature_collection, write_csv, write_json
+from ...core.raster import NODATA, Grid, crop, mosaic, write_cog
 from ...core.runner import session
 from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
 
@@ -40,9 +40,7 @@ def sheet_task(item: dict) -> dict:
     res = cfg["products"]["cell_m"]
     grid = Grid.covering(big, res)
     prod = S.products(cloud.x, cloud.y, cloud.z, back, grid, fg, floor, cfg, sigma)
-    r0, c0 = int(round((grid.north - n) / res)), int(round((w - grid.west) / res))
-    rows, cols = int(round((n - s) / res)), int(round((e - w) / res))
-    out = {k: v[r0:r0 + rows, c0:c0 + cols] for k, v in prod.items()}
+    out = crop(prod, grid, item["bounds"])
     with open(item["npz"] + ".part", "wb") as f:
         np.savez_compressed(f, **out)
     os.replace(item["npz"] + ".part", item["npz"])
@@ -82,8 +80,6 @@ def quicklook(path, grid, prod, species, bed):
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, dive_crs: str | None = None,
             baseline: str | None = None, reference: str | None = None, survey: dict | None = None,
             config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    from ..terrain.stage import write_cog
-
     cfg = S.load_config(config_path)
     out_dir = os.path.abspath(out_dir)
     ts, settings, gk, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
@@ -95,15 +91,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
     with session(workers, scheduler) as sess:
         done = sess.map(sheet_task, items, desc=f"seaweed {source}", quiet=quiet)
     res = cfg["products"]["cell_m"]
-    b = np.array([gk.bounds(c) for c in codes])
-    grid = Grid.covering((b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()), res)
-    prod = {k: np.full((grid.rows, grid.cols), np.nan) for k in S.PRODUCTS}
-    for it in items:
-        w, s, e, n = it["bounds"]
-        r0, c0 = int(round((grid.north - n) / res)), int(round((w - grid.west) / res))
-        with np.load(it["npz"]) as z:
-            for k in S.PRODUCTS:
-                prod[k][r0:r0 + z[k].shape[0], c0:c0 + z[k].shape[1]] = z[k]
+    grid, prod = mosaic([(it["bounds"], it["npz"]) for it in items], S.PRODUCTS, res)
     prod["soundings"] = np.nan_to_num(prod["soundings"])
     bed = S.bed_mask(prod, grid, cfg)
     species = np.zeros(bed.shape, np.uint8)

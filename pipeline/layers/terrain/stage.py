@@ -11,30 +11,14 @@ from dataclasses import replace
 import numpy as np
 
 from .ground import SMRF, reclassify
-from .dtm import NODATA, PRODUCTS, Grid, TerrainParams, terrain_products
+from .dtm import PRODUCTS, TerrainParams, terrain_products
+from ...core.raster import NODATA, Grid, crop, mosaic, window_of, write_cog
 from ...core.outputs import write_json
 from ...core.runner import session
 from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
 
-DTYPES = {"dtm_filled": "uint8", "hillshade": "uint8"}
-
-
-def write_cog(path: str, array: np.ndarray, grid: Grid, crs, tags: dict, nodata=NODATA) -> None:
-    """Cloud Optimized GeoTIFF: 256 px tiles, DEFLATE, overviews, nodata; written aside and renamed."""
-    import rasterio
-
-    dtype = DTYPES.get(os.path.basename(path).split(".")[0], "float32")
-    arr = np.where(np.isnan(array), nodata, array) if dtype == "float32" else np.nan_to_num(array)
-    opts = {"BLOCKSIZE": 256, "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "AVERAGE" if dtype == "float32"
-            else "NEAREST"}
-    if dtype == "float32":
-        opts["PREDICTOR"] = 3
-    tmp = path + ".part.tif"
-    with rasterio.open(tmp, "w", driver="COG", width=grid.cols, height=grid.rows, count=1, dtype=dtype, crs=crs,
-                       transform=grid.transform, nodata=nodata if dtype == "float32" else None, **opts) as dst:
-        dst.write(arr.astype(dtype), 1)
-        dst.update_tags(**{k: str(v) for k, v in tags.items()})
-    os.replace(tmp, path)
+# 0/1 and 0-255 products as bytes; the rest float32 with nodata
+PROFILES = {"dtm_filled": "uint8", "hillshade": "uint8"}
 
 
 def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF()) -> dict:
@@ -84,9 +68,8 @@ def sheet_task(item: dict) -> dict:
     m = item["margin"]
     big = Grid.covering((w - m, s - m, e + m, n + m), p.resolution)
     prods = terrain_products(cloud.x, cloud.y, cloud.z, cloud.columns["classification"], big, p)
-    r0, c0 = int(round((big.north - n) / p.resolution)), int(round((w - big.west) / p.resolution))
-    rows, cols = int(round((n - s) / p.resolution)), int(round((e - w) / p.resolution))
-    out = {k: v[r0:r0 + rows, c0:c0 + cols] for k, v in prods.items()}
+    out = crop(prods, big, item["bounds"])
+    _, _, rows, cols = window_of(big, item["bounds"])
     path = item["npz"]
     with open(path + ".part", "wb") as f:
         np.savez_compressed(f, **out)
@@ -139,17 +122,7 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
         fresh = dict(zip([it["code"] for it in todo], sess.map(sheet_task, todo, desc=f"terrain {source}",
                                                                quiet=quiet)))
     done = [fresh.get(c) or reused[c] for c in codes]
-    bounds = np.array([grid_kind.bounds(c) for c in codes])
-    mosaic = Grid.covering((bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()),
-                           resolution)
-    arrays = {k: np.full((mosaic.rows, mosaic.cols), np.nan) for k in PRODUCTS}
-    for it in items:
-        w, s, e, n = it["bounds"]
-        r0, c0 = int(round((mosaic.north - n) / resolution)), int(round((w - mosaic.west) / resolution))
-        with np.load(it["npz"]) as z:
-            for k in PRODUCTS:
-                a = z[k]
-                arrays[k][r0:r0 + a.shape[0], c0:c0 + a.shape[1]] = a
+    grid, arrays = mosaic([(it["bounds"], it["npz"]) for it in items], PRODUCTS, resolution)
     horiz, vertical = output_crs(settings)
     outdir = os.path.join(out_dir, "terrain", source)
     os.makedirs(outdir, exist_ok=True)
@@ -158,14 +131,14 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
     files = {}
     for k in PRODUCTS:
         path = os.path.join(outdir, f"{k}.tif")
-        write_cog(path, arrays[k], mosaic, horiz.to_wkt(),
+        write_cog(path, arrays[k], grid, horiz.to_wkt(),
                   {"PRODUCT": k, "UNITS": units[k], "VERTICAL_DATUM": vertical, "RESOLUTION_M": resolution,
                    "GROUND_FILTER": json.dumps(smrf.params()), "TERRAIN_PARAMS": json.dumps(p.params()),
-                   "SHEETS": ",".join(codes)}, nodata=NODATA)
+                   "SHEETS": ",".join(codes)}, nodata=NODATA, profile=PROFILES.get(k, "float32"))
         files[k] = path
     summary = {"source": source, "sheets": done, "files": files, "resolution": resolution,
                "sheets_computed": sorted(fresh), "sheets_reused": sorted(c for c in codes if c not in fresh),
-               "grid": {"west": mosaic.west, "north": mosaic.north, "rows": mosaic.rows, "cols": mosaic.cols},
+               "grid": {"west": grid.west, "north": grid.north, "rows": grid.rows, "cols": grid.cols},
                "ground_filter": smrf.params(), "terrain": p.params(), "tile": {k: v for k, v in ts.items()
                                                                               if k != "results"},
                "quality": {"filled_share": round(float(np.nanmean(arrays["dtm_filled"])), 4),
