@@ -13,6 +13,7 @@ import os
 import time
 
 from ..core.outputs import write_json
+from ..core.rundir import RunDir
 
 
 def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = None, ckan: str | None = None,
@@ -38,10 +39,11 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
 
         summary["tiles3d"] = make_tiles(run_dir, os.path.join(run_dir, "3dtiles"), workers=workers,
                                         scheduler=scheduler, quiet=quiet)
-        if os.path.exists(os.path.join(run_dir, "pipes", "pipes-summary.json")):
+        pipes_dir = RunDir(run_dir).layer_dir("pipes")
+        if os.path.exists(os.path.join(pipes_dir, "pipes-summary.json")):
             from .tiles3d import pipes_tileset
 
-            summary["tiles3d"]["pipes"] = pipes_tileset(os.path.join(run_dir, "pipes"),
+            summary["tiles3d"]["pipes"] = pipes_tileset(pipes_dir,
                                                         os.path.join(run_dir, "3dtiles", "pipes"))
         summary["timings"]["tiles3d_s"] = round(time.time() - t, 2)
     t = time.time()

@@ -13,7 +13,7 @@ from . import beds as S
 from ...core.outputs import feature_collection, write_csv, write_json
 from ...core.raster import NODATA, Grid, crop, mosaic, write_cog
 from ...core.runner import session
-from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
+from ...stages.tile import sheet_with_buffer, tiled_sheets
 
 MARGIN = 12.0  # m: three floor cells and the widest statistics window
 
@@ -82,9 +82,10 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
             config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
     cfg = S.load_config(config_path)
     out_dir = os.path.abspath(out_dir)
-    ts, settings, gk, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
-                                           scheduler=scheduler, quiet=quiet, **tile_opts)
-    work = os.path.join(out_dir, "_work", "seaweed", source)
+    ts, rd, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
+                                 scheduler=scheduler, quiet=quiet, **tile_opts)
+    gk = rd.grid
+    work = rd.work_dir("seaweed", source)
     os.makedirs(work, exist_ok=True)
     items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": gk.bounds(c), "cfg": cfg,
               "npz": os.path.join(work, f"{c}.npz")} for c in codes]
@@ -96,7 +97,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
     bed = S.bed_mask(prod, grid, cfg)
     species = np.zeros(bed.shape, np.uint8)
     model_info = None
-    horiz_crs, vertical = output_crs(settings)
+    horiz_crs, vertical = rd.output_crs()
     horiz = horiz_crs.to_wkt()
     if dive:
         dives = S.read_dive(dive, cfg, crs=dive_crs, target_crs=horiz_crs)
@@ -109,7 +110,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
                       "training_fit": round(float(np.mean(at[at >= 0] == codes_[at >= 0])), 4) if (at >= 0).any()
                       else None,
                       "features": cfg["species"]["features"]}
-    dest = os.path.join(out_dir, "seaweed", source)
+    dest = rd.layer_dir("seaweed", source)
     os.makedirs(dest, exist_ok=True)
     files = {}
     units = {"depth": "m below the vertical datum", "canopy_height": "m above the seafloor", "cover": "0-1",

@@ -15,7 +15,7 @@ from .dtm import PRODUCTS, TerrainParams, terrain_products
 from ...core.raster import NODATA, Grid, crop, mosaic, window_of, write_cog
 from ...core.outputs import write_json
 from ...core.runner import session
-from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
+from ...stages.tile import sheet_with_buffer, tiled_sheets
 
 # 0/1 and 0-255 products as bytes; the rest float32 with nodata
 PROFILES = {"dtm_filled": "uint8", "hillshade": "uint8"}
@@ -99,18 +99,17 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
     """Tile the inputs into out_dir (incremental, see stages.tile), then ground + terrain per sheet, then COGs
     under out_dir/terrain/<source>/<product>.tif."""
     out_dir = os.path.abspath(out_dir)
-    ts, settings, grid_kind, codes = tiled_sheets(paths, out_dir, source, workers=workers, scheduler=scheduler,
-                                                  quiet=quiet, **tile_opts)
+    ts, rd, codes = tiled_sheets(paths, out_dir, source, workers=workers, scheduler=scheduler, quiet=quiet,
+                                 **tile_opts)
+    grid_kind = rd.grid
     p = TerrainParams(resolution=resolution)
     margin = max(smrf.window + 2 * smrf.cell, 3 * p.slope_spacing)
-    work = os.path.join(out_dir, "_work", "terrain", source)
+    work = rd.work_dir("terrain", source)
     os.makedirs(work, exist_ok=True)
     items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": grid_kind.bounds(c), "margin": margin,
               "terrain": p.params(), "smrf": smrf.params(), "keep_existing": keep_existing,
               "npz": os.path.join(work, f"{c}.npz")} for c in codes]
-    from ...core.manifest import Manifest
-
-    with Manifest(out_dir) as man:
+    with rd.manifest() as man:
         shas = {s["code"]: s["output_sha256"] for s in man.sheets(source)}
     for it in items:  # what a sheet's arrays depend on: the files within its margin, and the parameters
         near = sorted(c for c in [it["code"]] + grid_kind.neighbours(it["code"]) if c in shas)
@@ -123,8 +122,8 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
                                                                quiet=quiet)))
     done = [fresh.get(c) or reused[c] for c in codes]
     grid, arrays = mosaic([(it["bounds"], it["npz"]) for it in items], PRODUCTS, resolution)
-    horiz, vertical = output_crs(settings)
-    outdir = os.path.join(out_dir, "terrain", source)
+    horiz, vertical = rd.output_crs()
+    outdir = rd.layer_dir("terrain", source)
     os.makedirs(outdir, exist_ok=True)
     units = {"dtm": "metre", "dsm": "metre", "chm": "metre", "slope": "degree", "aspect": "degree from north",
              "hillshade": "0-255", "dtm_filled": "1 = no ground point, filled"}
