@@ -11,9 +11,10 @@ import numpy as np
 
 from . import beds as S
 from ...core.outputs import feature_collection, write_csv, write_json
-from ...core.raster import NODATA, Grid, crop, mosaic, write_cog
-from ...core.runner import session
-from ...stages.tile import sheet_with_buffer, tiled_sheets
+from ...core.raster import NODATA, write_cog
+from ...core.rundir import RunDir
+from ...core.sheets import sheet_apply
+from ...stages.tile import tiled_sheets
 
 MARGIN = 12.0  # m: three floor cells and the widest statistics window
 
@@ -30,25 +31,18 @@ def backscatter_of(columns: dict):
     return b
 
 
-def sheet_task(item: dict) -> dict:
-    cfg = item["cfg"]
-    cloud = sheet_with_buffer(item["run_dir"], item["source"], item["code"], MARGIN)
-    w, s, e, n = item["bounds"]
-    big = (w - MARGIN, s - MARGIN, e + MARGIN, n + MARGIN)
+def sheet_products(cloud, grid, sheet) -> tuple[dict, dict]:
+    """sheet_apply's function: the seafloor and the per-cell products of one sheet and its margin."""
+    cfg = sheet.params["cfg"]
     back = backscatter_of(cloud.columns)
-    fg, floor, sigma = S.seafloor(cloud.x, cloud.y, cloud.z, big, cfg)
-    res = cfg["products"]["cell_m"]
-    grid = Grid.covering(big, res)
+    fg, floor, sigma = S.seafloor(cloud.x, cloud.y, cloud.z, sheet.padded, cfg)
     prod = S.products(cloud.x, cloud.y, cloud.z, back, grid, fg, floor, cfg, sigma)
-    out = crop(prod, grid, item["bounds"])
-    with open(item["npz"] + ".part", "wb") as f:
-        np.savez_compressed(f, **out)
-    os.replace(item["npz"] + ".part", item["npz"])
-    return {"code": item["code"], "soundings": int(cloud.columns["in_sheet"].sum()), "noise_sigma_m": round(sigma, 4)}
+    return prod, {"code": sheet.code, "soundings": int(cloud.columns["in_sheet"].sum()),
+                  "noise_sigma_m": round(sigma, 4)}
 
 
 def _baseline(path: str, source: str):
-    for d in (path, os.path.join(path, "seaweed", source)):
+    for d in (path, RunDir(path).layer_dir("seaweed", source)):  # its folder, or the run directory it is in
         if os.path.exists(os.path.join(d, "beds.geojson")):
             with open(os.path.join(d, "beds.geojson"), encoding="utf-8") as f:
                 beds = json.load(f)["features"]
@@ -84,15 +78,11 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
     out_dir = os.path.abspath(out_dir)
     ts, rd, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
                                  scheduler=scheduler, quiet=quiet, **tile_opts)
-    gk = rd.grid
-    work = rd.work_dir("seaweed", source)
-    os.makedirs(work, exist_ok=True)
-    items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": gk.bounds(c), "cfg": cfg,
-              "npz": os.path.join(work, f"{c}.npz")} for c in codes]
-    with session(workers, scheduler) as sess:
-        done = sess.map(sheet_task, items, desc=f"seaweed {source}", quiet=quiet)
     res = cfg["products"]["cell_m"]
-    grid, prod = mosaic([(it["bounds"], it["npz"]) for it in items], S.PRODUCTS, res)
+    run = sheet_apply(out_dir, source, codes, sheet_products, MARGIN, res=res, products=S.PRODUCTS,
+                      work=rd.work_dir("seaweed", source), params={"cfg": cfg}, workers=workers,
+                      scheduler=scheduler, quiet=quiet, desc=f"seaweed {source}")
+    done, grid, prod = run.results, run.grid, run.arrays
     prod["soundings"] = np.nan_to_num(prod["soundings"])
     bed = S.bed_mask(prod, grid, cfg)
     species = np.zeros(bed.shape, np.uint8)

@@ -12,10 +12,10 @@ import numpy as np
 
 from .ground import SMRF, reclassify
 from .dtm import PRODUCTS, TerrainParams, terrain_products
-from ...core.raster import NODATA, Grid, crop, mosaic, window_of, write_cog
 from ...core.outputs import write_json
-from ...core.runner import session
-from ...stages.tile import sheet_with_buffer, tiled_sheets
+from ...core.raster import NODATA, window_of, write_cog
+from ...core.sheets import sheet_apply
+from ...stages.tile import tiled_sheets
 
 # 0/1 and 0-255 products as bytes; the rest float32 with nodata
 PROFILES = {"dtm_filled": "uint8", "hillshade": "uint8"}
@@ -58,40 +58,22 @@ def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF(
     return diag
 
 
-def sheet_task(item: dict) -> dict:
-    """Ground + terrain for one sheet; arrays saved to a .npz for the mosaic."""
-    p = TerrainParams(**item["terrain"])
-    g = SMRF(**item["smrf"])
-    cloud = sheet_with_buffer(item["run_dir"], item["source"], item["code"], item["margin"])
-    cloud, diag = reclassify(cloud, g, keep_existing=item["keep_existing"])
-    w, s, e, n = item["bounds"]
-    m = item["margin"]
-    big = Grid.covering((w - m, s - m, e + m, n + m), p.resolution)
-    prods = terrain_products(cloud.x, cloud.y, cloud.z, cloud.columns["classification"], big, p)
-    out = crop(prods, big, item["bounds"])
-    _, _, rows, cols = window_of(big, item["bounds"])
-    path = item["npz"]
-    with open(path + ".part", "wb") as f:
-        np.savez_compressed(f, **out)
-    os.replace(path + ".part", path)
+def sheet_products(cloud, grid, sheet) -> tuple[dict, object]:
+    """sheet_apply's function: ground, then terrain products on the grid of one sheet and its margin; the
+    sheet's figures once its arrays are cut to it."""
+    p = TerrainParams(**sheet.params["terrain"])
+    cloud, diag = reclassify(cloud, SMRF(**sheet.params["smrf"]), keep_existing=sheet.params["keep_existing"])
+    prods = terrain_products(cloud.x, cloud.y, cloud.z, cloud.columns["classification"], grid, p)
+    _, _, rows, cols = window_of(grid, sheet.bounds)
     inside = cloud.columns["in_sheet"]
     cls = cloud.columns["classification"][inside]
-    result = {"code": item["code"], "points": int(inside.sum()), "ground": int((cls == 2).sum()),
-              "low_noise": int((cls == 7).sum()), "filled_cells": int(out["dtm_filled"].sum()),
-              "cells": int(rows * cols), "ground_filter": {k: v for k, v in diag.items() if k != "params"}}
-    write_json(path[:-4] + ".json", {"key": item["key"], "result": result})  # after the arrays: a key means done
-    return result
 
+    def result(out):
+        return {"code": sheet.code, "points": int(inside.sum()), "ground": int((cls == 2).sum()),
+                "low_noise": int((cls == 7).sum()), "filled_cells": int(out["dtm_filled"].sum()),
+                "cells": int(rows * cols), "ground_filter": {k: v for k, v in diag.items() if k != "params"}}
 
-def _reusable(item: dict) -> dict | None:
-    """The stored result of a sheet whose arrays were made from the same sheet files (its own and its
-    neighbours', by hash) with the same parameters: only sheets touched by new data are recomputed."""
-    side = item["npz"][:-4] + ".json"
-    if not (os.path.exists(side) and os.path.exists(item["npz"])):
-        return None
-    with open(side) as f:
-        d = json.load(f)
-    return d["result"] if d.get("key") == item["key"] else None
+    return prods, result
 
 
 def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, keep_existing: bool = False,
@@ -104,24 +86,20 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
     grid_kind = rd.grid
     p = TerrainParams(resolution=resolution)
     margin = max(smrf.window + 2 * smrf.cell, 3 * p.slope_spacing)
-    work = rd.work_dir("terrain", source)
-    os.makedirs(work, exist_ok=True)
-    items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": grid_kind.bounds(c), "margin": margin,
-              "terrain": p.params(), "smrf": smrf.params(), "keep_existing": keep_existing,
-              "npz": os.path.join(work, f"{c}.npz")} for c in codes]
+    params = {"terrain": p.params(), "smrf": smrf.params(), "keep_existing": keep_existing}
     with rd.manifest() as man:
         shas = {s["code"]: s["output_sha256"] for s in man.sheets(source)}
-    for it in items:  # what a sheet's arrays depend on: the files within its margin, and the parameters
-        near = sorted(c for c in [it["code"]] + grid_kind.neighbours(it["code"]) if c in shas)
-        it["key"] = hashlib.sha256(json.dumps([[(c, shas[c]) for c in near], it["terrain"], it["smrf"],
-                                               it["keep_existing"], it["margin"]]).encode()).hexdigest()
-    reused = {it["code"]: _reusable(it) for it in items}
-    todo = [it for it in items if reused[it["code"]] is None]
-    with session(workers, scheduler) as sess:
-        fresh = dict(zip([it["code"] for it in todo], sess.map(sheet_task, todo, desc=f"terrain {source}",
-                                                               quiet=quiet)))
-    done = [fresh.get(c) or reused[c] for c in codes]
-    grid, arrays = mosaic([(it["bounds"], it["npz"]) for it in items], PRODUCTS, resolution)
+    keys = {}
+    for c in codes:  # what a sheet's arrays depend on: the files within its margin, and the parameters
+        near = sorted(n for n in [c] + grid_kind.neighbours(c) if n in shas)
+        keys[c] = hashlib.sha256(json.dumps([[(n, shas[n]) for n in near], params["terrain"], params["smrf"],
+                                             keep_existing, margin]).encode()).hexdigest()
+    # only sheets touched by new data (their own file or a neighbour's, by hash) or new parameters are recomputed
+    run = sheet_apply(out_dir, source, codes, sheet_products, margin, res=resolution, products=PRODUCTS,
+                      work=rd.work_dir("terrain", source), params=params, keys=keys, workers=workers,
+                      scheduler=scheduler, quiet=quiet, desc=f"terrain {source}")
+    done, grid, arrays = run.results, run.grid, run.arrays
+    fresh = set(run.computed)
     horiz, vertical = rd.output_crs()
     outdir = rd.layer_dir("terrain", source)
     os.makedirs(outdir, exist_ok=True)
