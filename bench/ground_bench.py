@@ -68,7 +68,8 @@ def ours(xyz, **params):
 
 def ours_with_terrain(xyz):
     from pipeline.layers.terrain.ground import classify_ground
-    from pipeline.layers.terrain.dtm import Grid, terrain_products
+    from pipeline.core.raster import Grid
+    from pipeline.layers.terrain.dtm import terrain_products
 
     x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     g = classify_ground(x, y, z)[0]

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
                     quiet=True)
         import rasterio
 
-        from pipeline.layers.terrain.dtm import Grid
+        from pipeline.core.raster import Grid
 
         with rasterio.open(s["files"]["species"]) as src:
             sp = src.read(1)

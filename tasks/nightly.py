@@ -50,6 +50,7 @@ from pipeline.core.config import ConfigError as _ConfigError
 from pipeline.core.manifest import Manifest, file_sha256, stat_of
 from pipeline.core.runner import run_session
 from pipeline.layers import registry
+from pipeline.core.rundir import RunDir
 from pipeline.stages.tile import AllQuarantined, quarantine_records
 
 log = logging.getLogger("pcpipe.nightly")
@@ -489,7 +490,7 @@ def _quarantined(run_dir: str, source: str | None, s: dict) -> list[dict]:
     """Files this stage refused, with reasons: from the source's tile summary (layer summaries keep no per-file
     results) and, for pipes, the scans it refused."""
     res = []
-    path = os.path.join(run_dir, source, "tile-summary.json") if source else None
+    path = RunDir(run_dir).tile_summary_path(source) if source else None
     if path and os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             res = json.load(f).get("results") or []
@@ -652,12 +653,11 @@ def backfill(cfg: dict, *, sheets: list[str] | None = None, since: str | None = 
                     if r["mtime"] is not None and lo <= r["mtime"] < hi:
                         # forget its hash: the tile stage reads it again and rebuilds its sheets
                         man.add_pending(source, r["sheets"])
-                        man.db.execute("DELETE FROM inputs WHERE path = ? AND source = ?", (r["path"], source))
+                        man.drop_input(r["path"], source)
                         redo["inputs"].append(r["path"])
-        man.db.commit()
         if sheets and not redo["sheets"]:
             raise ValueError(f"none of the sheets {', '.join(sheets)} is in {run_dir}")
-        for key in [k for (k,) in man.db.execute("SELECT key FROM state WHERE key LIKE 'nightly:%'")]:
+        for key in man.state_keys("nightly:"):
             man.set_state(key, None)
     s = nightly(cfg, quiet=quiet, force=True)
     s["backfill"] = redo

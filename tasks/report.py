@@ -324,17 +324,12 @@ def _layer_report(kind):
 def _layer_figures(stages, run_dir, t0) -> list[dict]:
     out, seen = [], set()
     for kind, lay in registry().items():
-        sub, summary_name = lay.folder, lay.summary
-        if "{source}" in sub:
-            base = os.path.join(run_dir, sub.split("/")[0])
-            sources = sorted(os.listdir(base)) if os.path.isdir(base) else []
-        else:
-            sources = [lay.source]
+        sources = lay.sources(run_dir)
         # layers that ran (or failed) tonight without a folder yet are listed too
         sources += [r.get("source") for r in stages if r.get("name") == kind and r.get("source") not in sources]
         for src in sources:
-            folder = os.path.join(run_dir, sub.format(source=src))
-            path = os.path.join(folder, summary_name)
+            folder = lay.out_dir(run_dir, src)
+            path = os.path.join(folder, lay.summary)
             rec = _layer_stage(stages, kind, src)
             entry = {"layer": kind, "source": src, "stage_status": rec.get("status") if rec else None,
                      "stage_error": rec.get("error") if rec else None,

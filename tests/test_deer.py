@@ -7,8 +7,8 @@ import numpy as np
 import rasterio
 
 from pipeline.layers.deer.capture import deer_layer
-from pipeline.layers.terrain.dtm import Grid, hillshade, slope_aspect
-from pipeline.layers.terrain.stage import write_cog
+from pipeline.core.raster import Grid, write_cog
+from pipeline.layers.terrain.dtm import hillshade, slope_aspect
 
 W, N = -10800.0, -113400.0  # north-west corner of sheet 08ND7783; the scene is 400 m x 300 m at 1 m
 
@@ -29,7 +29,8 @@ def scene(tmp_path):
     d = tmp_path / "terrain"
     d.mkdir()
     for name, arr in (("dtm", dtm), ("slope", slope), ("chm", chm), ("hillshade", shade)):
-        write_cog(str(d / f"{name}.tif"), arr, grid, "EPSG:6676", {})
+        write_cog(str(d / f"{name}.tif"), arr, grid, "EPSG:6676", {},
+                  profile="uint8" if name == "hillshade" else "float32")  # as the terrain stage writes them
     dens = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {"density": 20.0},
          "geometry": {"type": "Polygon", "coordinates": [[[W, N - 150], [W + 400, N - 150], [W + 400, N],

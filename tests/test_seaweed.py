@@ -12,7 +12,7 @@ import rasterio
 from scipy import ndimage
 
 from pipeline.layers.seaweed import beds as S
-from pipeline.layers.terrain.dtm import Grid
+from pipeline.core.raster import Grid
 from pipeline.synthetic.seascene import SPECIES, SeaScene
 
 CFG = S.load_config()

@@ -8,8 +8,9 @@ import pytest
 import rasterio
 from pyproj import CRS
 
-from pipeline.layers.terrain.ground import SMRF, classify_ground, fill_holes
-from pipeline.layers.terrain.dtm import Grid, terrain_products
+from pipeline.core.raster import Grid, fill_holes
+from pipeline.layers.terrain.ground import SMRF, classify_ground
+from pipeline.layers.terrain.dtm import terrain_products
 from pipeline.layers.terrain.stage import terrain
 
 
@@ -241,7 +242,7 @@ def test_heightmap_round_trip(tmp_path):
     from PIL import Image
 
     from pipeline.layers.terrain.heightmap import export_heightmap
-    from pipeline.layers.terrain.stage import write_cog
+    from pipeline.core.raster import write_cog
 
     grid = Grid(west=-10800.0, north=-113400.0, res=0.5, rows=600, cols=800)
     cx, cy = grid.centres()

@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT, started REAL, finished REAL,
@@ -52,9 +53,14 @@ def stat_of(path: str) -> tuple[int, float]:
 
 
 class Manifest:
-    def __init__(self, run_dir: str):
-        os.makedirs(run_dir, exist_ok=True)
+    """The one reader and writer of manifest.sqlite: every query on it is a method here."""
+
+    def __init__(self, run_dir: str, read_only: bool = False):
         self.path = os.path.join(run_dir, "manifest.sqlite")
+        if read_only:  # reports and publication: never create, lock for writing or migrate someone's manifest
+            self.db = sqlite3.connect(f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True, timeout=10)
+            return
+        os.makedirs(run_dir, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=60)
         self.db.executescript(SCHEMA)
         self.db.commit()
@@ -94,6 +100,22 @@ class Manifest:
         return [self.input(p, source) for (p,) in
                 self.db.execute("SELECT path FROM inputs WHERE source = ? ORDER BY path", (source,))]
 
+    def input_mtime_range(self, source: str) -> tuple[float, float] | None:
+        """(oldest, newest) modification time of the source's accepted inputs; None without any."""
+        row = self.db.execute("SELECT MIN(mtime), MAX(mtime) FROM inputs WHERE source = ? AND status = 'accepted'",
+                              (source,)).fetchone()
+        return None if not row or row[0] is None else (row[0], row[1])
+
+    def refused_inputs(self) -> list[tuple[str, str, str, str]]:
+        """(path, source, status, reason) of every input quarantined or refused as a duplicate, of any source."""
+        return self.db.execute("SELECT path, source, status, reason FROM inputs "
+                               "WHERE status IN ('quarantined', 'duplicate')").fetchall()
+
+    def drop_input(self, path: str, source: str) -> None:
+        """Forget an input (its hash too): the tile stage reads it again as new."""
+        self.db.execute("DELETE FROM inputs WHERE path = ? AND source = ?", (path, source))
+        self.db.commit()
+
     def content_hash(self, path: str, source: str) -> tuple[str, int, float]:
         """(sha256, size, mtime); the stored hash is reused when size and mtime are unchanged."""
         size, mtime = stat_of(path)
@@ -123,6 +145,9 @@ class Manifest:
         return [self.sheet(c, source) for (c,) in
                 self.db.execute("SELECT code FROM sheets WHERE source = ? ORDER BY code", (source,))]
 
+    def sheet_codes(self, source: str) -> list[str]:
+        return [c for (c,) in self.db.execute("SELECT code FROM sheets WHERE source = ? ORDER BY code", (source,))]
+
     def put_sheet(self, code, source, count, bounds, inputs, output, sha, run_id):
         self.db.execute("INSERT OR REPLACE INTO sheets VALUES (?,?,?,?,?,?,?,?)",
                         (code, source, count, json.dumps(bounds), json.dumps(sorted(inputs)), output, sha, run_id))
@@ -142,6 +167,10 @@ class Manifest:
     def pending(self, source: str) -> set[str]:
         return {c for (c,) in self.db.execute("SELECT code FROM pending WHERE source = ?", (source,))}
 
+    def all_pending(self) -> set[tuple[str, str]]:
+        """(source, code) of the pending sheets of every source."""
+        return {(s, c) for c, s in self.db.execute("SELECT code, source FROM pending")}
+
     def clear_pending(self, source: str, codes) -> None:
         self.db.executemany("DELETE FROM pending WHERE code = ? AND source = ?", [(c, source) for c in codes])
         self.db.commit()
@@ -150,6 +179,10 @@ class Manifest:
     def get_state(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    def state_keys(self, prefix: str) -> list[str]:
+        """Keys of the state table that start with `prefix` (SQL LIKE: ASCII case ignored; no % or _ in it)."""
+        return [k for (k,) in self.db.execute("SELECT key FROM state WHERE key LIKE ?", (prefix + "%",))]
 
     def set_state(self, key: str, value: str | None) -> None:
         if value is None:

@@ -13,6 +13,8 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..core.rundir import RunDir
+
 
 @dataclass(frozen=True)
 class Overlay:
@@ -29,7 +31,6 @@ class Layer:
     name: str
     source: str  # source kind whose tiled sheets it reads (als, mms, mbes, iphone)
     order: int  # where it comes in a night and in the catalog (lower first)
-    folder: str  # its output folder under the run directory; "{source}" is replaced by the source kind
     summary: str  # the summary JSON it writes in that folder
     run: Callable  # run(run_dir, source, inputs, options) -> summary dict; inputs: the source's files
     title_ja: str
@@ -45,13 +46,21 @@ class Layer:
     preview_raster: str | None = None  # a COG of the layer the preview draws as a coloured slope image
     tileset: Callable | None = None  # tileset(layer folder, out folder) -> summary: 3D Tiles of its meshes
     extent_file: str | None = None  # vector file whose extent is the layer's (default: its first raster)
+    per_source: bool = True  # writes <run>/<name>/<source>/ (else <run>/<name>/: one source only)
     needs: tuple = ()  # layers whose outputs it reads; it runs after them, and by default only with its section
     required: tuple = ()  # options its section must give (files it reads)
     options: dict = field(default_factory=dict)  # its options (nightly section, `pcpipe layer --set`) -> kind
     reads_inputs: bool = False  # reads its source's files themselves, not the sheets (pipes: scan by scan)
 
     def out_dir(self, run_dir: str, source: str | None = None) -> str:
-        return os.path.join(run_dir, self.folder.format(source=source or self.source))
+        return RunDir(run_dir).layer_dir(self.name, (source or self.source) if self.per_source else None)
+
+    def sources(self, run_dir: str) -> list[str]:
+        """The sources whose outputs of this layer the run directory holds a folder for (per-source layers)."""
+        if not self.per_source:
+            return [self.source]
+        top = RunDir(run_dir).layer_dir(self.name)
+        return sorted(os.listdir(top)) if os.path.isdir(top) else []
 
     def figures(self, summary: dict) -> dict:
         if callable(self.key_figures):

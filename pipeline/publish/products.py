@@ -12,10 +12,10 @@ import datetime as dt
 import functools
 import json
 import os
-import sqlite3
 
 from ..core.manifest import file_sha256
 from ..layers import get as get_layer, registry
+from ..core.rundir import RunDir
 
 SOURCES = {  # source kind -> (Japanese, English, pc:type)
     "als": ("航空レーザ測量", "airborne laser scanning", "lidar"),
@@ -249,13 +249,12 @@ def _gps_dates(paths) -> tuple[str, str] | None:
 
 
 def _manifest_dates(run_dir, source) -> tuple[str, str] | None:
-    path = os.path.join(run_dir, "manifest.sqlite")
-    if not os.path.exists(path):
+    rd = RunDir(run_dir)
+    if not os.path.exists(rd.manifest_path):
         return None
-    with sqlite3.connect(path) as db:
-        row = db.execute("SELECT MIN(mtime), MAX(mtime) FROM inputs WHERE source = ? AND status = 'accepted'",
-                         (source,)).fetchone()
-    if not row or row[0] is None:
+    with rd.manifest(read_only=True) as man:  # publication reads the run, never writes it
+        row = man.input_mtime_range(source)
+    if row is None:
         return None
     return (_iso(dt.datetime.fromtimestamp(row[0], dt.timezone.utc)),
             _iso(dt.datetime.fromtimestamp(row[1], dt.timezone.utc)))
@@ -299,11 +298,10 @@ def crs_info(epsg: int = 10169) -> dict:
 
 
 def _run_crs(run_dir) -> dict:
-    path = os.path.join(run_dir, "settings.json")
+    rd = RunDir(run_dir)
     epsg = 10169
-    if os.path.exists(path):
-        with open(path) as f:
-            epsg = int(json.load(f).get("target_crs") or epsg)
+    if os.path.exists(rd.settings_path):
+        epsg = int(rd.settings.get("target_crs") or epsg)
     return crs_info(epsg)
 
 
@@ -348,15 +346,16 @@ def _pointcloud(run_dir, source, survey, crs, given_dates) -> Product | None:
 
     from tiles.mapsheet import sheet_bounds
 
-    folder = os.path.join(run_dir, source)
-    index = _load(os.path.join(folder, "index.geojson"))
+    rd = RunDir(run_dir)
+    folder = rd.source_dir(source)
+    index = _load(rd.index_path(source))
     items, files = [], []
     pc_type = SOURCES.get(source, ("", "", "lidar"))[2]
     for feat in sorted(index["features"], key=lambda f: f["properties"]["code"]):
         p = feat["properties"]
         path = os.path.join(folder, p["file"])
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{os.path.join(folder, 'index.geojson')}: sheet {p['code']} lists {p['file']}, "
+            raise FileNotFoundError(f"{rd.index_path(source)}: sheet {p['code']} lists {p['file']}, "
                                     f"which is missing; rerun the tile stage")
         files.append(path)
         with laspy.open(path) as r:
@@ -373,7 +372,7 @@ def _pointcloud(run_dir, source, survey, crs, given_dates) -> Product | None:
                           assets=[_asset(run_dir, path, "copc", ["data"], f"{p['code']} COPC")]))
     if not items:
         return None
-    assets = [_asset(run_dir, os.path.join(folder, "index.geojson"), "index", ["metadata"], "sheet index")]
+    assets = [_asset(run_dir, rd.index_path(source), "index", ["metadata"], "sheet index")]
     tileset = os.path.join(run_dir, "3dtiles", source, "tileset.json")
     if os.path.exists(tileset):
         assets.append(_asset(run_dir, tileset, "3dtiles", ["visual", "3d-tiles"], "3D Tiles 1.1 tileset"))
@@ -402,7 +401,7 @@ def _layer(run_dir, kind, source, survey, crs, given_dates) -> Product | None:
     else:
         tifs = [os.path.join(run_dir, a.href) for a in assets if a.href.endswith(".tif")]
         bbox = _raster_bbox(tifs[0]) if tifs else None
-    src_index = os.path.join(run_dir, source, "index.geojson")
+    src_index = RunDir(run_dir).index_path(source)
     index = _load(src_index) if os.path.exists(src_index) else {"features": []}
     sheets = summary.get("sheets") or [f["properties"]["code"] for f in index["features"]]
     sheets = sorted(s["code"] if isinstance(s, dict) else s for s in sheets)
@@ -438,16 +437,14 @@ def discover(run_dir: str, survey: str | None = None, dates: dict | None = None,
     crs = _run_crs(run_dir)
     dates = dates or {}
     out = []
+    rd = RunDir(run_dir)
     for source in sorted(os.listdir(run_dir)):
-        if os.path.exists(os.path.join(run_dir, source, "index.geojson")):
+        if os.path.exists(rd.index_path(source)):
             p = _pointcloud(run_dir, source, survey, crs, dates.get(source))
             if p:
                 out.append(p)
     for kind, lay in registry().items():
-        top = os.path.join(run_dir, lay.folder.split("/")[0])
-        sources = ([lay.source] if "{source}" not in lay.folder else sorted(os.listdir(top)) if os.path.isdir(top)
-                   else [])
-        for source in sources:
+        for source in lay.sources(run_dir):
             if os.path.exists(os.path.join(lay.out_dir(run_dir, source), lay.summary)):
                 p = _layer(run_dir, kind, source, survey, crs, dates.get(source))
                 if p:

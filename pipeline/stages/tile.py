@@ -24,13 +24,13 @@ from ..core.config import load_config, profile
 from ..core.guard import capped_or_quarantined
 from ..io import expand_inputs
 from ..io.las import LAZ_BACKEND, LasWriter, add_provenance, read_provenance
-from ..core.manifest import Manifest, file_sha256
+from ..core.manifest import file_sha256
 from ..core.outputs import write_json
+from ..core.rundir import EXT, RunDir, sheet_grid
 from ..core.runner import session
 from ..validate import InputError
 from .ingest import Ingestion, ingest_options, target_of
 
-EXT = {"copc": ".copc.laz", "laz": ".laz"}
 PART_EXT = {"copc": ".las", "laz": ".laz"}
 SCALE_MM = 0.001  # parts and sheets are stored at 1 mm
 OCCUPANCY_CELL = 1.0  # metres: density is also reported over occupied 1 m cells (MMS covers roads only)
@@ -71,12 +71,6 @@ class AllQuarantined(ValueError):
         return out
 
 
-def _grid(settings: dict):
-    from tiles.mapsheet import grid_for
-
-    return grid_for(settings["level"], settings.get("grid_size"))
-
-
 # ------------------------------------------------------------------------------------------------ partition
 def _occupancy_grid(west, south, east, north) -> np.ndarray:
     return np.zeros((int(np.ceil((north - south) / OCCUPANCY_CELL)) + 1,
@@ -91,7 +85,7 @@ def _mark(grid: np.ndarray, dx, dy) -> None:
 
 def partition_file(item: dict) -> dict:
     """Ingest one input and split its points into parts/<sheet>/<key>.las. Runs in a capped child."""
-    grid = _grid(item["settings"])
+    grid = sheet_grid(item["settings"])
     ing = Ingestion(item["path"], item["source"], item["opts"])
     writers: dict[int, LasWriter] = {}
     counts: dict[int, int] = {}
@@ -193,7 +187,7 @@ def assemble_sheet(item: dict) -> dict:
     from ..validate import check_las
 
     name, parts, out = item["name"], item["parts"], item["output"]
-    grid = _grid(item["settings"])
+    grid = sheet_grid(item["settings"])
     bounds = grid.bounds(name)
     if not parts:
         if os.path.exists(out):
@@ -262,30 +256,15 @@ def _task_partition(item: dict) -> dict:
     return capped_or_quarantined(partition_file, item, item)
 
 
-def read_settings(run_dir: str) -> dict:
-    """The grid, format and target CRS a run directory was tiled with."""
-    with open(os.path.join(run_dir, "settings.json")) as f:
-        return json.load(f)
-
-
-def output_crs(settings: dict):
-    """(horizontal CRS, name of the vertical datum or 'unknown') of a run directory's target CRS."""
-    crs = CRS.from_user_input(settings["target_crs"])
-    if crs.is_compound:
-        return crs.sub_crs_list[0], crs.sub_crs_list[1].name
-    return crs, "unknown"
-
-
-def _check_settings(run_dir: str, settings: dict) -> None:
-    path = os.path.join(run_dir, "settings.json")
-    if os.path.exists(path):
-        old = read_settings(run_dir)
+def _check_settings(rd: RunDir, settings: dict) -> None:
+    if os.path.exists(rd.settings_path):
+        old = rd.settings
         if old != settings:
-            raise SettingsError(f"{run_dir} was tiled with {old}; these settings are {settings}. Use another --out "
+            raise SettingsError(f"{rd.path} was tiled with {old}; these settings are {settings}. Use another --out "
                                 f"(a run directory holds one grid, format and target CRS)")
         return
-    os.makedirs(run_dir, exist_ok=True)
-    write_json(path, settings, indent=2, sort_keys=True)
+    os.makedirs(rd.path, exist_ok=True)
+    write_json(rd.settings_path, settings, indent=2, sort_keys=True)
 
 
 def write_index(path: str, sheets: list[dict], grid, source: str, crs_epsg: int | None) -> None:
@@ -324,18 +303,18 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
     if grid_size is None and crsmod.epsg_of(target.crs) != crsmod.DEFAULT_TARGET:
         raise SettingsError(f"sheet codes are defined on plane rectangular zone VIII (EPSG:6676); for "
                             f"{target.crs.name} give --grid-size METRES")
-    _check_settings(out_dir, settings)
-    grid = _grid(settings)
-    work = os.path.join(out_dir, "_work")
-    parts_root = os.path.join(work, "parts", source)
-    inputs, refused = expand_inputs([os.path.abspath(p) for p in paths], os.path.join(work, "extracted"))
+    rd = RunDir(out_dir)
+    _check_settings(rd, settings)
+    grid = sheet_grid(settings)
+    parts_root = rd.work_dir("parts", source)
+    inputs, refused = expand_inputs([os.path.abspath(p) for p in paths], rd.work_dir("extracted"))
     results = [{"input": e.path, "status": "quarantined", "code": e.code, "reason": str(e)} for e in refused]
     if workers is None:  # one process per input, up to the machine's cores
         workers = max(1, min(os.cpu_count() or 1, len(inputs)))
 
     t0 = time.perf_counter()
     timings = {}
-    with Manifest(out_dir) as man, man.run("tile") as run, session(workers, scheduler) as sess:
+    with rd.manifest() as man, man.run("tile") as run, session(workers, scheduler) as sess:
         timings["start_workers_s"] = time.perf_counter() - t0
         todo, dirty, seen_keys = [], man.pending(source), {}  # pending: sheets a killed run left unbuilt
         known = {r["sha256"]: r["path"] for r in man.inputs(source) if r["status"] == "accepted"}
@@ -380,7 +359,7 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
         for name in sorted(dirty):
             parts = sorted(glob.glob(os.path.join(parts_root, name, "*" + PART_EXT[fmt])))
             jobs.append({"name": name, "parts": parts, "source": source, "settings": settings, "format": fmt,
-                         "output": os.path.join(out_dir, source, name + EXT[fmt])})
+                         "output": rd.sheet_path(source, name)})
         t1 = time.perf_counter()
         built = sess.map(assemble_sheet, jobs, desc=f"sheets {source}", quiet=quiet)
         timings["assemble_s"] = time.perf_counter() - t1
@@ -399,8 +378,8 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
         if total_in != total_sheets:
             raise AssertionError(f"point count not conserved: inputs gave {total_in:,} points, sheets hold "
                                  f"{total_sheets:,}")
-        os.makedirs(os.path.join(out_dir, source), exist_ok=True)  # a run whose every input is refused has none yet
-        write_index(os.path.join(out_dir, source, "index.geojson"), sheets, grid, source,
+        os.makedirs(rd.source_dir(source), exist_ok=True)  # a run whose every input is refused has none yet
+        write_index(rd.index_path(source), sheets, grid, source,
                     crsmod.epsg_of(target.crs))
         this = [r for r in results if r["status"] == "accepted"]
         summary = {
@@ -424,35 +403,34 @@ def tile(paths, out_dir, source: str = "als", *, level: int = 500, fmt: str = "c
         }
         assert summary["points_in"] == summary["points_out"] + sum(summary["points_filtered"].values())
         run["summary"] = {k: v for k, v in summary.items() if k != "results"}
-    path = os.path.join(out_dir, source, "tile-summary.json")
+    path = rd.tile_summary_path(source)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_json(path, summary, indent=2, ensure_ascii=False, default=str)
     summary["summary_path"] = path
     return summary
 
 
-def tiled_sheets(paths, out_dir: str, source: str, **tile_kwargs):
-    """The sheets a layer stage reads: (tile summary, settings, sheet grid, codes of the source's sheets). With
-    paths, the inputs are tiled into out_dir first (incremental; a layer run on its own); with None, the run
-    directory's sheets are read as the tiler left them (pcpipe run and the night tile each source once, before
-    its layers). No sheet at all is an error (AllQuarantined when every input was refused)."""
+def tiled_sheets(paths, out_dir: str, source: str, **tile_kwargs) -> tuple[dict, RunDir, list[str]]:
+    """The sheets a layer stage reads: (tile summary, the RunDir, codes of the source's sheets). With paths, the
+    inputs are tiled into out_dir first (incremental; a layer run on its own); with None, the run directory's
+    sheets are read as the tiler left them (pcpipe run and the night tile each source once, before its layers).
+    No sheet at all is an error (AllQuarantined when every input was refused)."""
+    rd = RunDir(out_dir)
     if paths is None:
-        path = os.path.join(out_dir, source, "tile-summary.json")
+        path = rd.tile_summary_path(source)
         if not os.path.exists(path):
             raise ValueError(f"{out_dir}: no {source} sheets (no {source}/tile-summary.json): tile the inputs first")
         with open(path, encoding="utf-8") as f:
             ts = dict(json.load(f), summary_path=path)
     else:
         ts = tile(paths, out_dir, source, **tile_kwargs)
-    settings = read_settings(out_dir)
-    with Manifest(out_dir) as man:
-        codes = [s["code"] for s in man.sheets(source)]
+    codes = rd.sheets(source)
     if not codes:
         err = AllQuarantined(source, ts)
         if err.refused:
             raise err
         raise ValueError(f"no sheets of {source} under {out_dir}: nothing to analyse")
-    return ts, settings, _grid(settings), codes
+    return ts, rd, codes
 
 
 # ------------------------------------------------------------------------------------------- buffered read
@@ -462,15 +440,14 @@ def sheet_with_buffer(run_dir: str, source: str, code: str, margin: float):
     from ..io import open_input
     from ..core.points import PointCloud
 
-    settings = read_settings(run_dir)
-    grid = _grid(settings)
+    rd = RunDir(run_dir)
+    grid = rd.grid
     w, s, e, n = grid.bounds(code)
     if margin < 0 or margin > min(e - w, n - s):
         raise ValueError(f"margin {margin} m must be between 0 and the sheet size")
-    ext = EXT[settings["format"]]
     parts = []
     for name in [code] + grid.neighbours(code):
-        path = os.path.join(run_dir, source, name + ext)
+        path = rd.sheet_path(source, name)
         if not os.path.exists(path):
             continue
         for c in open_input(path).chunks(2_000_000):
@@ -480,5 +457,5 @@ def sheet_with_buffer(run_dir: str, source: str, code: str, margin: float):
             parts.append(c)
     if not parts:
         raise FileNotFoundError(f"no sheet {code} (or neighbours) under {run_dir}/{source}")
-    return PointCloud.concat(parts, crs=CRS.from_user_input(settings["target_crs"]), height="orthometric",
+    return PointCloud.concat(parts, crs=CRS.from_user_input(rd.settings["target_crs"]), height="orthometric",
                              meta={"sheet": code, "margin": margin})

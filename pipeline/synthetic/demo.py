@@ -279,6 +279,7 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
     simulator heightmap. Returns 0 when every input was accepted and every stage finished."""
     from tasks.nightly import load_config, nightly
 
+    from ..core.rundir import RunDir
     from ..layers.terrain.heightmap import export_heightmap
 
     t0 = time.time()
@@ -305,8 +306,8 @@ def run_demo(out="demo-out", workers=1, quiet=False) -> int:
         print(f"  {st['name']:<8} {st['status']}" + (f" in {st['seconds']} s" if "seconds" in st else "")
               + (f" ({st['error']})" if st.get("error") else extra))
     run_dir = os.path.join(out, "tiles")
-    hm = export_heightmap(os.path.join(run_dir, "terrain", "als", "dtm.tif"), os.path.join(out, "simulator"),
-                          "nihondaira_dtm")
+    dtm = os.path.join(RunDir(run_dir).layer_dir("terrain", "als"), "dtm.tif")
+    hm = export_heightmap(dtm, os.path.join(out, "simulator"), "nihondaira_dtm")
     print(f"  heightmap {hm['width']} x {hm['height']} px 16-bit -> {hm['png']}")
     with open(os.path.join(out, "demo-summary.json"), "w") as fh:
         json.dump({"counts": survey["counts"], "nightly": s}, fh, indent=2, default=str, ensure_ascii=False)

@@ -295,7 +295,7 @@ def cast_depth_map(ply_path: str, cells: int = 64) -> np.ndarray:
     from plyfile import PlyData
     from scipy import ndimage
 
-    from ..layers.terrain.ground import fill_holes
+    from ..core.raster import fill_holes
 
     v = PlyData.read(ply_path)["vertex"]
     x, y, z = (np.asarray(v[k], float) for k in "xyz")

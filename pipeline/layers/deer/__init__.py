@@ -1,21 +1,19 @@
 """Sika deer capture planning: capture gaps, capturable areas and access routes, from the terrain layer's
 slope and the prefecture's density and capture records."""
-import os
-
+from ...core.rundir import RunDir
 from .. import Layer, Overlay, register
 
 
 def _run(run_dir, source, inputs, options):
     from .capture import deer_layer
 
-    d = options
-    return deer_layer(os.path.join(run_dir, "terrain", source), d["density"], d["captures"],
-                      os.path.join(run_dir, "deer"), roads_path=d.get("roads"), config_path=d.get("config_path"),
-                      as_of=d.get("as_of"))
+    d, rd = options, RunDir(run_dir)
+    return deer_layer(rd.layer_dir("terrain", source), d["density"], d["captures"], rd.layer_dir("deer"),
+                      roads_path=d.get("roads"), config_path=d.get("config_path"), as_of=d.get("as_of"))
 
 
 register(Layer(
-    name="deer", source="als", order=50, folder="deer", summary="deer-summary.json", run=_run,
+    name="deer", source="als", order=50, per_source=False, summary="deer-summary.json", run=_run,
     title_ja="ニホンジカ捕獲計画", title_en="sika deer capture planning", keywords=("ニホンジカ", "捕獲", "傾斜", "deer"),
     themes=("農林水産業", "司法・安全・環境"), colour="#555555", needs=("terrain",), required=("density", "captures"),
     key_figures=("gap_area_ha", "capturable_area_ha", "routes", "route_length_m", "road_source", "as_of"),

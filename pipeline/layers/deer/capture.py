@@ -559,8 +559,7 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
     from shapely.ops import unary_union
 
     from ...core.outputs import write_csv, write_json
-    from ..terrain.stage import write_cog
-    from ..terrain.dtm import Grid
+    from ...core.raster import Grid, write_cog
 
     cfg = load_config(config_path)  # the whole --config file checked before any input is read
     try:

@@ -30,7 +30,7 @@ def _report(s: dict) -> dict:
 
 
 register(Layer(
-    name="pipes", source="iphone", order=40, folder="pipes", summary="pipes-summary.json", run=_run,
+    name="pipes", source="iphone", order=40, per_source=False, summary="pipes-summary.json", run=_run,
     title_ja="管路台帳 (3D)", title_en="3D pipe ledger", keywords=("管路", "埋設管", "pipes"),
     themes=("エネルギー・水", "住宅・土地・建設"), colour="#a6761d", key_figures=_figures, report_figures=_report,
     overlays=(Overlay("pipes", "pipes.geojson", "埋設管", "pipes", {"color": "#7b3294", "weight": 5, "opacity": 0.9}),),

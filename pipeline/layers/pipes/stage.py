@@ -9,6 +9,7 @@ import numpy as np
 
 from . import fit as PL
 from ...core.outputs import feature_collection, write_csv, write_json
+from ...core.rundir import RunDir
 
 FIELDS = ["id", "nominal_mm", "diameter_mm", "start_e", "start_n", "start_h", "end_e", "end_n", "end_h", "length_m",
           "slope_permille", "cover_start_m", "cover_end_m", "fit_rms_mm", "arc_deg", "points", "scan_date", "source",
@@ -102,8 +103,8 @@ def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None =
     cfg = PL.load_config(config_path)
     if nominal:
         cfg["pipes"]["nominal_mm"] = sorted(int(n) for n in nominal)
-    out_dir = os.path.abspath(out_dir)
-    work = os.path.join(out_dir, "_work", "pipes")
+    rd = RunDir(os.path.abspath(out_dir))
+    work = rd.work_dir("pipes")
     s = ingest(list(scans), work, "iphone", gcp=gcp, config_path=config_path, quiet=quiet, **ingest_opts)
     accepted = [r for r in s["results"] if r["status"] == "accepted"]
     refused = [{"input": r["input"], "code": r.get("code"), "reason": r.get("reason")} for r in s["results"]
@@ -131,7 +132,7 @@ def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None =
     georef = "control points" if gcp else "as delivered (no control points: accuracy of the scan's own frame)"
     meta = {"date": date, "source": ";".join(os.path.basename(r["input"]) for r in accepted), "georeference": georef}
     rows = PL.ledger(world, ground, cfg, meta)
-    dest = os.path.join(out_dir, "pipes")
+    dest = rd.layer_dir("pipes")
     os.makedirs(dest, exist_ok=True)
     files = {"csv": os.path.join(dest, "pipes.csv"), "geojson": os.path.join(dest, "pipes.geojson")}
     write_csv(files["csv"], rows, FIELDS)

@@ -9,7 +9,7 @@ def _run(run_dir, source, inputs, options):
 
 
 register(Layer(
-    name="road", source="mms", order=20, folder="road/{source}", summary="road-summary.json", run=_run,
+    name="road", source="mms", order=20, summary="road-summary.json", run=_run,
     title_ja="路面性状 (ポットホール・わだち掘れ・IRI・MCI)", title_en="road surface condition (potholes, ruts, IRI, MCI)",
     keywords=("道路", "舗装", "MCI", "IRI", "road"), themes=("運輸・観光", "住宅・土地・建設"), colour="#b8860b",
     key_figures=("anomalies", "segments", "classes", "trajectory"),

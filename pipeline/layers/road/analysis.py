@@ -315,7 +315,7 @@ def reference_surface(z: np.ndarray, road: np.ndarray, cfg: dict) -> np.ndarray:
     crossfall and steps stay in it, potholes and bumps do not); then, where the surface departs from that by
     more than half the outline threshold, the reference is filled harmonically from the surface around the
     anomaly (the median next to a hole is pulled into it)."""
-    from ..terrain.ground import fill_holes
+    from ...core.raster import fill_holes
 
     cell = cfg["frame"]["cell_m"]
     r = cfg["reference"]

@@ -12,7 +12,7 @@ import numpy as np
 from . import analysis as R
 from ...core.outputs import feature_collection, write_csv, write_json
 from ...core.runner import session
-from ...stages.tile import EXT, output_crs, tiled_sheets
+from ...stages.tile import tiled_sheets
 
 SEGMENT_FIELDS = ["pass", "lane", "segment", "station_from_m", "station_to_m", "rut_mm", "rut_max_mm", "iri_mm_m",
                   "sigma_mm", "crack_pct", "mci", "mci0", "mci1", "mci2", "mci_min", "class_crack", "class_rut",
@@ -95,7 +95,7 @@ PRIORITY_FIELDS = ["rank", "kind", "id", "pass", "lane", "station_m", "class", "
 
 def deviation_raster(results, cell: float):
     """Deviation (mm) of every pass splatted onto one world grid (mean where passes overlap)."""
-    from ..terrain.dtm import Grid
+    from ...core.raster import Grid
 
     pts = []
     for p, res, row0 in results:
@@ -209,14 +209,15 @@ def compare_epochs(prev_dir: str, anomalies: list[dict], segments: list[dict], c
 
 def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, previous: str | None = None,
          config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    from ..terrain.stage import write_cog
+    from ...core.raster import write_cog
 
     cfg = R.load_config(config_path)
     out_dir = os.path.abspath(out_dir)
-    ts, settings, grid_kind, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
-                                                  scheduler=scheduler, quiet=quiet, **tile_opts)
-    sheet_paths = {c: os.path.join(out_dir, source, c + EXT[settings["format"]]) for c in codes}
-    work = os.path.join(out_dir, "_work", "road", source)
+    ts, rd, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
+                                 scheduler=scheduler, quiet=quiet, **tile_opts)
+    grid_kind = rd.grid
+    sheet_paths = {c: rd.sheet_path(source, c) for c in codes}
+    work = rd.work_dir("road", source)
     os.makedirs(work, exist_ok=True)
     for old in os.listdir(work):  # sums of an earlier run would be summed again
         if old.endswith(".npz"):
@@ -264,9 +265,9 @@ def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, 
     anomalies.sort(key=lambda a: (order[a["type"]], a["pass"], a["station_m"], a["lane"]))
     for i, a in enumerate(anomalies, start=1):
         a["id"] = f"{a['type'][0].upper()}{i:04d}"
-    dest = os.path.join(out_dir, "road", source)
+    dest = rd.layer_dir("road", source)
     os.makedirs(dest, exist_ok=True)
-    horiz, _ = output_crs(settings)
+    horiz, _ = rd.output_crs()
     files = {}
     changes = None
     if previous:

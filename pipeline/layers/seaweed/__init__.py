@@ -9,7 +9,7 @@ def _run(run_dir, source, inputs, options):
 
 
 register(Layer(
-    name="seaweed", source="mbes", order=30, folder="seaweed/{source}", summary="seaweed-summary.json", run=_run,
+    name="seaweed", source="mbes", order=30, summary="seaweed-summary.json", run=_run,
     title_ja="藻場 (ブルーカーボン)", title_en="seaweed beds (blue carbon)",
     keywords=("藻場", "ブルーカーボン", "J ブルークレジット", "seaweed"), themes=("農林水産業", "司法・安全・環境"),
     colour="#1f78b4", key_figures=("beds", "bed_area_ha", "jblue", "species_model"),

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..terrain.ground import fill_holes, occupied_area
-from ..terrain.dtm import Grid
+from ..terrain.ground import occupied_area
+from ...core.raster import Grid, fill_holes
 
 PRODUCTS = ("depth", "canopy_height", "cover", "volume", "backscatter_mean", "backscatter_std", "roughness",
             "soundings")

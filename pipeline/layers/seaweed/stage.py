@@ -10,10 +10,11 @@ import os
 import numpy as np
 
 from . import beds as S
-from ..terrain.dtm import NODATA, Grid
 from ...core.outputs import feature_collection, write_csv, write_json
-from ...core.runner import session
-from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
+from ...core.raster import NODATA, write_cog
+from ...core.rundir import RunDir
+from ...core.sheets import sheet_apply
+from ...stages.tile import tiled_sheets
 
 MARGIN = 12.0  # m: three floor cells and the widest statistics window
 
@@ -30,27 +31,18 @@ def backscatter_of(columns: dict):
     return b
 
 
-def sheet_task(item: dict) -> dict:
-    cfg = item["cfg"]
-    cloud = sheet_with_buffer(item["run_dir"], item["source"], item["code"], MARGIN)
-    w, s, e, n = item["bounds"]
-    big = (w - MARGIN, s - MARGIN, e + MARGIN, n + MARGIN)
+def sheet_products(cloud, grid, sheet) -> tuple[dict, dict]:
+    """sheet_apply's function: the seafloor and the per-cell products of one sheet and its margin."""
+    cfg = sheet.params["cfg"]
     back = backscatter_of(cloud.columns)
-    fg, floor, sigma = S.seafloor(cloud.x, cloud.y, cloud.z, big, cfg)
-    res = cfg["products"]["cell_m"]
-    grid = Grid.covering(big, res)
+    fg, floor, sigma = S.seafloor(cloud.x, cloud.y, cloud.z, sheet.padded, cfg)
     prod = S.products(cloud.x, cloud.y, cloud.z, back, grid, fg, floor, cfg, sigma)
-    r0, c0 = int(round((grid.north - n) / res)), int(round((w - grid.west) / res))
-    rows, cols = int(round((n - s) / res)), int(round((e - w) / res))
-    out = {k: v[r0:r0 + rows, c0:c0 + cols] for k, v in prod.items()}
-    with open(item["npz"] + ".part", "wb") as f:
-        np.savez_compressed(f, **out)
-    os.replace(item["npz"] + ".part", item["npz"])
-    return {"code": item["code"], "soundings": int(cloud.columns["in_sheet"].sum()), "noise_sigma_m": round(sigma, 4)}
+    return prod, {"code": sheet.code, "soundings": int(cloud.columns["in_sheet"].sum()),
+                  "noise_sigma_m": round(sigma, 4)}
 
 
 def _baseline(path: str, source: str):
-    for d in (path, os.path.join(path, "seaweed", source)):
+    for d in (path, RunDir(path).layer_dir("seaweed", source)):  # its folder, or the run directory it is in
         if os.path.exists(os.path.join(d, "beds.geojson")):
             with open(os.path.join(d, "beds.geojson"), encoding="utf-8") as f:
                 beds = json.load(f)["features"]
@@ -82,33 +74,20 @@ def quicklook(path, grid, prod, species, bed):
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, dive_crs: str | None = None,
             baseline: str | None = None, reference: str | None = None, survey: dict | None = None,
             config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    from ..terrain.stage import write_cog
-
     cfg = S.load_config(config_path)
     out_dir = os.path.abspath(out_dir)
-    ts, settings, gk, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
-                                           scheduler=scheduler, quiet=quiet, **tile_opts)
-    work = os.path.join(out_dir, "_work", "seaweed", source)
-    os.makedirs(work, exist_ok=True)
-    items = [{"run_dir": out_dir, "source": source, "code": c, "bounds": gk.bounds(c), "cfg": cfg,
-              "npz": os.path.join(work, f"{c}.npz")} for c in codes]
-    with session(workers, scheduler) as sess:
-        done = sess.map(sheet_task, items, desc=f"seaweed {source}", quiet=quiet)
+    ts, rd, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
+                                 scheduler=scheduler, quiet=quiet, **tile_opts)
     res = cfg["products"]["cell_m"]
-    b = np.array([gk.bounds(c) for c in codes])
-    grid = Grid.covering((b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()), res)
-    prod = {k: np.full((grid.rows, grid.cols), np.nan) for k in S.PRODUCTS}
-    for it in items:
-        w, s, e, n = it["bounds"]
-        r0, c0 = int(round((grid.north - n) / res)), int(round((w - grid.west) / res))
-        with np.load(it["npz"]) as z:
-            for k in S.PRODUCTS:
-                prod[k][r0:r0 + z[k].shape[0], c0:c0 + z[k].shape[1]] = z[k]
+    run = sheet_apply(out_dir, source, codes, sheet_products, MARGIN, res=res, products=S.PRODUCTS,
+                      work=rd.work_dir("seaweed", source), params={"cfg": cfg}, workers=workers,
+                      scheduler=scheduler, quiet=quiet, desc=f"seaweed {source}")
+    done, grid, prod = run.results, run.grid, run.arrays
     prod["soundings"] = np.nan_to_num(prod["soundings"])
     bed = S.bed_mask(prod, grid, cfg)
     species = np.zeros(bed.shape, np.uint8)
     model_info = None
-    horiz_crs, vertical = output_crs(settings)
+    horiz_crs, vertical = rd.output_crs()
     horiz = horiz_crs.to_wkt()
     if dive:
         dives = S.read_dive(dive, cfg, crs=dive_crs, target_crs=horiz_crs)
@@ -121,7 +100,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
                       "training_fit": round(float(np.mean(at[at >= 0] == codes_[at >= 0])), 4) if (at >= 0).any()
                       else None,
                       "features": cfg["species"]["features"]}
-    dest = os.path.join(out_dir, "seaweed", source)
+    dest = rd.layer_dir("seaweed", source)
     os.makedirs(dest, exist_ok=True)
     files = {}
     units = {"depth": "m below the vertical datum", "canopy_height": "m above the seafloor", "cover": "0-1",

@@ -9,7 +9,7 @@ def _run(run_dir, source, inputs, options):
 
 
 register(Layer(
-    name="terrain", source="als", order=10, folder="terrain/{source}", summary="terrain-summary.json", run=_run,
+    name="terrain", source="als", order=10, summary="terrain-summary.json", run=_run,
     title_ja="地形 (DTM・DSM・傾斜)", title_en="terrain (DTM, DSM, slope)",
     keywords=("地形", "DEM", "傾斜", "terrain", "slope"), themes=("住宅・土地・建設", "司法・安全・環境"),
     colour="#66a61e", key_figures=("resolution", "quality"), preview_raster="slope.tif",

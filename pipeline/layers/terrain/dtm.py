@@ -7,9 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .ground import fill_holes
+from ...core.raster import Grid, fill_holes
 
-NODATA = -9999.0
 PRODUCTS = ("dtm", "dtm_filled", "dsm", "chm", "slope", "aspect", "hillshade")
 
 
@@ -23,52 +22,6 @@ class TerrainParams:
 
     def params(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Cell (row, col) covers x in [west + col r, west + (col+1) r), y in (north - (row+1) r, north - row r]."""
-    west: float
-    north: float
-    res: float
-    rows: int
-    cols: int
-
-    @classmethod
-    def covering(cls, bounds, res: float) -> "Grid":
-        w, s, e, n = bounds
-        west, north = np.floor(w / res) * res, np.ceil(n / res) * res
-        return cls(float(west), float(north), res, int(np.ceil((north - s) / res - 1e-9)),
-                   int(np.ceil((e - west) / res - 1e-9)))
-
-    @property
-    def transform(self):
-        from rasterio.transform import from_origin
-
-        return from_origin(self.west, self.north, self.res, self.res)
-
-    def index(self, x, y):
-        """(row, col, on the grid) of the cell each point falls in."""
-        return self.locate(*self.position(x, y))
-
-    def position(self, x, y):
-        """Points' positions in cells from the grid's north-west corner (u east, v south)."""
-        u = np.asarray(x, np.float64) - self.west
-        u /= self.res
-        v = self.north - np.asarray(y, np.float64)
-        v /= self.res
-        return u, v
-
-    def locate(self, u, v):
-        """index() from positions in cells."""
-        col, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-        ok = (row >= 0) & (row < self.rows) & (col >= 0) & (col < self.cols)
-        return row, col, ok
-
-    def centres(self):
-        xs = self.west + (np.arange(self.cols) + 0.5) * self.res
-        ys = self.north - (np.arange(self.rows) + 0.5) * self.res
-        return np.meshgrid(xs, ys)
 
 
 def _cells(grid: Grid, x, y):

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...core.points import PointCloud
+from ...core.raster import fill_holes
 
 
 def occupied_area(x, y, cell: float) -> float:
@@ -67,129 +68,6 @@ class SMRF:
 
     def params(self) -> dict:
         return asdict(self)
-
-
-def fill_holes(grid: np.ndarray, where: np.ndarray | None = None, tol: float | None = None) -> np.ndarray:
-    """NaN cells of a surface filled by harmonic (Laplace) interpolation from the known cells around them, the
-    'springs' inpainting that SMRF was published with: smooth, no steps, exact on planes inside enclosed holes. A
-    sparse system over the NaN cells only (5-point stencil), so it costs what the holes cost, not the whole grid.
-    With `where`, only NaN cells inside it are filled; the others stay NaN and bound the fill like the grid's edge,
-    and holes that they cut off from every known cell stay NaN too (nothing to fill them from). With `tol`, every
-    system over 2,000 unknowns is solved iteratively to that residual (m), faster than exactly; without, the
-    error left is ~1e-10 m."""
-    nan = np.isnan(grid)
-    if not nan.any():
-        return grid
-    if nan.all():
-        raise ValueError("surface has no known cell")
-    hole = nan if where is None else _anchored(nan & where, ~nan)
-    if not hole.any():
-        return grid
-    out = grid.copy()
-    out[hole] = _harmonic(grid, hole, tol)
-    return out
-
-
-def _anchored(hole: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """The connected parts of `hole` that touch a known cell (4-neighbours)."""
-    lab, _ = ndimage.label(hole)
-    keep = np.zeros(lab.max() + 1, bool)
-    keep[lab[ndimage.binary_dilation(known) & hole]] = True
-    keep[0] = False
-    return keep[lab]
-
-
-def _harmonic(grid: np.ndarray, hole: np.ndarray, tol: float | None = None) -> np.ndarray:
-    """Values of the hole cells (row-major order), each the mean of its neighbours: the 4 adjacent cells that are
-    known or holes (a NaN cell that is not a hole, like the grid's edge, is a zero-flux boundary). Adjacent cells
-    differ in colour on a checkerboard, so the red holes are eliminated exactly first (x_red = (sum of known
-    neighbours + sum of black neighbours) / neighbours) and only the black ones are solved for: half the unknowns
-    of a symmetric positive definite system."""
-    from scipy.sparse import csr_matrix
-
-    known = ~np.isnan(grid)
-    ref = float(grid[known].mean())  # heights about their mean: the solver's tolerance is absolute
-    w = grid.shape[1] + 4  # flat indices on the grid padded by 2 (the black system reaches 2 cells away)
-    value = np.pad(np.where(known, grid - ref, 0.0), 2).ravel()
-    p = np.flatnonzero(np.pad(hole, 2))
-    step = (-w, -1, 1, w)
-    degree = sum(np.pad(known | hole, 2).ravel()[p + s] for s in step).astype(np.float64)
-    rhs = np.zeros(value.size)
-    rhs[p] = sum(value[p + s] for s in step)  # sum of the known neighbours
-    red = (p // w + p % w) % 2 == 0
-    pr, pb = p[red], p[~red]
-    inv = np.zeros(value.size)  # 1 / neighbours on the red holes: their weight in the black equations
-    inv[pr] = 1 / degree[red]
-    x = np.zeros(value.size)
-    if len(pb):
-        a = csr_matrix(_black_system(pb, w, degree[~red], inv), shape=(len(pb), len(pb)))
-        b = rhs[pb] + sum(inv[pb + s] * rhs[pb + s] for s in step)
-        # exact, and quickest up to 10,000 unknowns; beyond, its cost (~n^1.5) overtakes the CG's
-        if len(pb) <= (10_000 if tol is None else 2_000):
-            x[pb] = _factorise(a).solve(b)
-        else:
-            x[pb] = _two_level_cg(a, b, np.unique(pb // w // 4 * w + pb % w // 4, return_inverse=True)[1],
-                                  1e-10 if tol is None else tol)
-    x[pr] = (rhs[pr] + sum(x[pr + s] for s in step)) * inv[pr]
-    return x[p] + ref
-
-
-def _black_system(pb, w, degree, inv):
-    """CSR arrays of the black holes' equations once the red ones are eliminated: on the diagonal the number of
-    neighbours less the weights of the red neighbours; off it, less the weight of each red cell between two black
-    holes (2 cells apart in line: one red cell between; diagonal: two)."""
-    index = np.full(inv.size, -1)
-    index[pb] = np.arange(len(pb))
-    red_weight = {s: inv[pb + s] for s in (-w, -1, 1, w)}
-    links = {-2 * w: red_weight[-w], -w - 1: red_weight[-w] + red_weight[-1], -w + 1: red_weight[-w] + red_weight[1],
-             -2: red_weight[-1], 0: None, 2: red_weight[1], w - 1: red_weight[w] + red_weight[-1],
-             w + 1: red_weight[w] + red_weight[1], 2 * w: red_weight[w]}
-    cols = np.stack([index[pb + off] for off in links], 1)
-    vals = np.stack([degree - sum(red_weight.values()) if v is None else -v for v in links.values()], 1)
-    keep = (cols >= 0) & (vals != 0)
-    indptr = np.r_[0, np.cumsum(keep.sum(1))]
-    return vals[keep], cols[keep], indptr
-
-
-def _factorise(a):
-    """SuperLU of a symmetric positive definite matrix: symmetric ordering, no pivoting."""
-    from scipy.sparse.linalg import splu
-
-    return splu(a.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-
-
-def _two_level_cg(a, b, group, tol: float = 1e-10, maxiter: int = 200) -> np.ndarray:
-    """x with a x = b (a symmetric positive definite, from a grid) to a residual of at most `tol` per equation,
-    by conjugate gradients preconditioned with two levels: a Jacobi sweep, an exact solve of the equations summed
-    over each group of neighbouring cells (the smooth error that sweeps hardly reduce), another Jacobi sweep. It
-    took 15-35 iterations on every hole pattern tried, large or small; the error left is ~1e-10 m."""
-    from scipy.sparse import csr_matrix
-
-    p = csr_matrix((np.ones(len(group)), (np.arange(len(group)), group)))
-    pt = p.T.tocsr()
-    coarse = _factorise(pt @ a @ p)
-    sweep = (2 / 3) / a.diagonal()
-
-    def precondition(r):
-        x = sweep * r
-        x += p @ coarse.solve(pt @ (r - a @ x))
-        return x + sweep * (r - a @ x)
-
-    x = p @ coarse.solve(pt @ b)  # first guess: the coarse solution
-    r = b - a @ x
-    z = precondition(r)
-    d, rz = z, r @ z
-    for _ in range(maxiter):
-        if np.abs(r).max() <= tol:
-            return x
-        q = a @ d
-        step = rz / (d @ q)
-        x += step * d
-        r -= step * q
-        z = precondition(r)
-        rz, last = r @ z, rz
-        d = z + (rz / last) * d
-    return _factorise(a).solve(b)  # not converged (never seen): the exact solve
 
 
 def _grid(x, y, cell):

@@ -11,6 +11,6 @@ def _run(run_dir, source, inputs, options):
 
 
 register(Layer(
-    name="density", source="als", order=90, folder="density/{source}", summary="density-summary.json", run=_run,
+    name="density", source="als", order=90, summary="density-summary.json", run=_run,
     title_ja="点密度", title_en="point density", keywords=("点密度", "point density"), themes=("住宅・土地・建設",),
     colour="#e7298a", key_figures=("sheets", "points", "mean_density"), options={"cell": "positive"}))

@@ -6,22 +6,21 @@ import os
 import numpy as np
 
 from pipeline.core.outputs import write_json
+from pipeline.core.raster import Grid, write_cog
 from pipeline.io import open_input
-from pipeline.layers.terrain.dtm import Grid
-from pipeline.layers.terrain.stage import write_cog
-from pipeline.stages.tile import EXT, output_crs, tiled_sheets
+from pipeline.stages.tile import tiled_sheets
 
 
 def density_layer(run_dir: str, source: str, cell: float = 1.0) -> dict:
-    _, settings, grid, codes = tiled_sheets(None, run_dir, source)
-    horiz, _ = output_crs(settings)
-    out = os.path.join(run_dir, "density", source)
+    _, rd, codes = tiled_sheets(None, run_dir, source)
+    horiz, _ = rd.output_crs()
+    out = rd.layer_dir("density", source)
     os.makedirs(out, exist_ok=True)
     sheets = []
     for code in codes:
-        g = Grid.covering(grid.bounds(code), cell)
+        g = Grid.covering(rd.grid.bounds(code), cell)
         counts = np.zeros((g.rows, g.cols), np.float64)
-        for c in open_input(os.path.join(run_dir, source, code + EXT[settings["format"]])).chunks(2_000_000):
+        for c in open_input(rd.sheet_path(source, code)).chunks(2_000_000):
             r, k, ok = g.index(c.x, c.y)
             np.add.at(counts, (r[ok], k[ok]), 1)
         write_cog(os.path.join(out, f"{code}.tif"), counts / cell ** 2, g, horiz, {"PRODUCT": "density",
