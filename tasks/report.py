@@ -42,6 +42,7 @@ import jinja2
 from markupsafe import Markup
 
 from pipeline.core.outputs import write_bytes
+from pipeline.core.rundir import RunDir
 
 from pipeline.layers import registry
 
@@ -93,19 +94,16 @@ def _written_since(path, t0) -> bool:
     return t0 is not None and os.path.exists(path) and os.path.getmtime(path) >= t0 - 1.0
 
 
-def _manifest_rows(run_dir, sql, args=()) -> list:
-    """Rows of a read-only query on the run's manifest ([] when it or the table is absent)."""
-    path = os.path.join(run_dir, "manifest.sqlite")
-    if not os.path.exists(path):
-        return []
+def _manifest_query(run_dir, query, empty):
+    """query(manifest) on the run's manifest opened read-only (`empty` when it or its tables are absent)."""
+    rd = RunDir(run_dir)
+    if not os.path.exists(rd.manifest_path):
+        return empty
     try:
-        db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=10)
-        try:
-            return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
+        with rd.manifest(read_only=True) as man:
+            return query(man)
     except sqlite3.Error:
-        return []
+        return empty
 
 
 def _stage_of(stages, source) -> dict | None:
@@ -253,7 +251,7 @@ def _sheet_figures(sources, tile_summaries, stages, run_dir) -> dict:
         for r in t3.get("failed") or []:
             if isinstance(r, dict):
                 failed_3d.add((r.get("source"), r.get("code")))
-    pending = {(s, c) for c, s in _manifest_rows(run_dir, "SELECT code, source FROM pending")}
+    pending = _manifest_query(run_dir, lambda man: man.all_pending(), set())
     out = {}
     for src, srec in sources.items():
         index = os.path.join(run_dir, src, "index.geojson")
@@ -375,8 +373,7 @@ def _quarantine_figures(summary, stages, tile_summaries, run_dir) -> list[dict]:
         add({"path": q.get("path"), "source": src, "stage": q.get("stage"), "code": q.get("code"),
              "reason": q.get("reason"), "night": "tonight"})
     earlier = {}
-    for path, source, status, reason in _manifest_rows(
-            run_dir, "SELECT path, source, status, reason FROM inputs WHERE status IN ('quarantined', 'duplicate')"):
+    for path, source, status, reason in _manifest_query(run_dir, lambda man: man.refused_inputs(), []):
         earlier[(path, source)] = (status, reason)
     for src, ts in sorted(tile_summaries.items()):
         stage = (_stage_of(stages, src) or {}).get("name")
