@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 
+from ..core.errors import VendorMissing
 from ..core.outputs import write_bytes
 from .products import KINDS, SOURCES, Product, footprint
 
@@ -78,10 +79,6 @@ OVERLAYS = {
 # Slope ramp (degrees -> RGB), stops at the deer layer's slope bands (15, 30, 40 degrees).
 SLOPE_STOPS = [(0, (26, 152, 80)), (15, (254, 224, 139)), (30, (244, 109, 67)), (40, (165, 0, 38)),
                (60, (80, 0, 20))]
-
-
-class VendorMissing(FileNotFoundError):
-    pass
 
 
 # ------------------------------------------------------------------------------------------------ writing

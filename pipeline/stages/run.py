@@ -52,7 +52,8 @@ def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=
         quiet=False, layer_options: dict | None = None, tile_options: dict | None = None) -> dict:
     """inputs: {source kind: [paths]}. stages: names from LAYERS (default: every layer whose source has inputs).
     Every source given is tiled: by its layer stage, or on its own when no stage reads it."""
-    from .tile import AllQuarantined, quarantine_records, tile
+    from ..core.errors import AllQuarantined
+    from .tile import quarantine_records, tile
 
     if not any(inputs.values()):
         raise ValueError("no inputs given: pass at least one of --als, --mms, --mbes, --iphone")
