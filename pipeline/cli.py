@@ -642,7 +642,7 @@ def check_args(a) -> str | None:
 
 
 def main(argv=None) -> int:
-    from .stages.tile import AllQuarantined
+    from .core.errors import PcpipeError
 
     a = build_parser().parse_args(argv)
     problem = check_args(a)
@@ -651,11 +651,9 @@ def main(argv=None) -> int:
         return 2
     try:
         return a.func(a)
-    except AllQuarantined as e:  # seaweed, terrain, road, run: the quarantine summary, not a traceback
-        print(f"{e.source}: {len(e.refused)} input(s) quarantined, nothing tiled")
-        print("\n".join(e.lines()))
-        print(f"pcpipe: error: {e}", file=sys.stderr)
-        return 2
+    except PcpipeError as e:  # ours: the class says the exit status (core/errors.py)
+        return _pcpipe_error(e)
+    # built-in exceptions (from libraries, or ours not yet given a class) by their type
     except FileNotFoundError as e:
         print(f"pcpipe: error: {f'{e.filename}: no such file or folder' if e.filename else e}", file=sys.stderr)
         return 2
@@ -666,18 +664,29 @@ def main(argv=None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"pcpipe: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        from tasks.nightly import LockHeld
-
-        if not isinstance(e, LockHeld):
-            return _internal_error(e)
-        print(f"pcpipe: {e}", file=sys.stderr)
-        return 4  # busy: another run holds the run directory (cron: try again later)
     except KeyboardInterrupt:
         print("pcpipe: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug of ours: one line for the user, the trace kept for us
         return _internal_error(e)
+
+
+def _pcpipe_error(e) -> int:
+    """One line on stderr (and, for AllQuarantined, the quarantine summary on stdout); exit status e.exit_code."""
+    from .core.errors import AllQuarantined, LockHeld
+
+    if e.exit_code == 3:  # an internal or publishing failure: the trace kept in a file
+        return _internal_error(e)
+    if isinstance(e, AllQuarantined):  # seaweed, terrain, road, run: the quarantine summary, not a traceback
+        print(f"{e.source}: {len(e.refused)} input(s) quarantined, nothing tiled")
+        print("\n".join(e.lines()))
+    if isinstance(e, LockHeld):  # busy: another run holds the run directory (cron: try again later)
+        print(f"pcpipe: {e}", file=sys.stderr)
+    elif isinstance(e, FileNotFoundError):
+        print(f"pcpipe: error: {f'{e.filename}: no such file or folder' if e.filename else e}", file=sys.stderr)
+    else:
+        print(f"pcpipe: error: {e}", file=sys.stderr)
+    return e.exit_code
 
 
 def _internal_error(e: BaseException) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 import pyproj
 from pyproj import CRS, Transformer
 
+from .core.errors import CRSError, HeightError
 from .validate import Finding
 
 TP_VERTICAL = 6695  # JGD2011 (vertical) height: Tokyo Peil (T.P.) orthometric heights
@@ -22,14 +23,6 @@ JGD2011_GEOG = 6668
 DEFAULT_TARGET = 6676  # JGD2011 / Japan Plane Rectangular CS VIII
 VERTICAL_DATUM_TO_CRS = {5103: 5703, 5102: 5702, 1158: TP_VERTICAL}  # NAVD88, NGVD29, JGD2011 vertical
 UNITS = {9001: ("metre", 1.0), 9002: ("foot", 0.3048), 9003: ("US survey foot", 1200 / 3937)}
-
-
-class CRSError(Exception):
-    """A CRS problem with one input: missing, contradictory, or not transformable. Message says what to do."""
-
-
-class HeightError(CRSError):
-    """A height transformation that would silently leave z unchanged (PROJ 'ballpark') or cannot be done."""
 
 
 # ---------------------------------------------------------------------------------------------------- geoids

@@ -18,11 +18,9 @@ import importlib
 import json
 import os
 
+from .core.errors import PdalUnavailable
+
 STAGES = ("ingest", "reproject", "tile", "ground")
-
-
-class PdalUnavailable(ValueError):
-    """PDAL was asked for and is not installed here."""
 
 
 def _reader(path: str) -> dict:

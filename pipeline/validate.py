@@ -11,6 +11,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from .core.errors import InputError
+
 PDRF_SIZE = {0: 20, 1: 28, 2: 26, 3: 34, 4: 57, 5: 63, 6: 30, 7: 36, 8: 38, 9: 59, 10: 67}
 VLR_HEADER = 54
 EVLR_HEADER = 60
@@ -38,15 +40,6 @@ class Finding:
 
     def as_dict(self) -> dict:
         return {"level": self.level, "code": self.code, "message": self.message}
-
-
-class InputError(Exception):
-    """A defect of one input file. The message names the file and what is wrong with it, in our words; `detail`
-    may keep a library's own text for a log, never for the reason shown."""
-
-    def __init__(self, path, code: str, message: str, detail: str | None = None):
-        self.path, self.code, self.detail = str(path), code, detail
-        super().__init__(f"{os.path.basename(str(path))}: {message}")
 
 
 @dataclass

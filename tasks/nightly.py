@@ -46,12 +46,12 @@ import os
 import socket
 import time
 
-from pipeline.core.config import ConfigError as _ConfigError
+from pipeline.core.errors import AllQuarantined, ConfigError, LockHeld
 from pipeline.core.manifest import Manifest, file_sha256, stat_of
 from pipeline.core.runner import run_session
 from pipeline.layers import registry
 from pipeline.core.rundir import RunDir
-from pipeline.stages.tile import AllQuarantined, quarantine_records
+from pipeline.stages.tile import quarantine_records
 
 log = logging.getLogger("pcpipe.nightly")
 SOURCES = ("als", "mms", "mbes", "iphone")
@@ -80,13 +80,6 @@ def config_keys() -> set:
 
 _TOP = {"run_dir": "path", "inbox": "inbox", "config": "path", "gcp": "path", "layers": "layers",
         "workers": "workers", "scheduler": "text", "settle_seconds": "seconds", "ignore": "patterns"}
-
-
-class LockHeld(RuntimeError):
-    """Another run holds the run directory."""
-
-
-ConfigError = _ConfigError  # a ValueError: `pcpipe nightly` prints it as one line and exits 2
 
 
 # ------------------------------------------------------------------------------------------------- config

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.io import expand_inputs
 from pipeline.io.archive import extract_zip
-from pipeline.validate import InputError
+from pipeline.core.errors import InputError
 
 
 def make_zip(path, members):

@@ -19,7 +19,7 @@ from pyproj import CRS
 
 from pipeline.io import archive
 from pipeline.io.archive import extract_zip
-from pipeline.validate import InputError
+from pipeline.core.errors import InputError
 
 N_POINTS = 321
 

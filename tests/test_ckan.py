@@ -16,6 +16,7 @@ import sys
 import pytest
 import requests
 
+from pipeline.core.errors import PublishError
 from pipeline.publish import ckan as ck
 from pipeline.publish.products import discover
 
@@ -266,7 +267,7 @@ def test_transient_503s_are_retried(server, run_dir):
 
 
 def test_unknown_organization_and_missing_base_url_fail_before_writing(server, run_dir):
-    with pytest.raises(ck.PublishError, match="not found"):
+    with pytest.raises(PublishError, match="not found"):
         ck.publish_ckan(run_dir, products(run_dir), server.url, "no-such-org", token=server.token, base_url=BASE)
     with pytest.raises(ValueError, match="base-url"):
         ck.publish_ckan(run_dir, products(run_dir), server.url, server.org, token=server.token)
@@ -308,13 +309,13 @@ def test_retries_on_5xx_and_timeouts_only():
     for status, etype in ((409, "Validation Error"), (403, "Authorization Error")):
         s = FakeSession([(status, {"success": False, "error": {"__type": etype, "message": "no"}}), OK])
         api = ck._Api("http://ckan.invalid", "tok", session=s, sleep=sleeps.append)
-        with pytest.raises(ck.PublishError):
+        with pytest.raises(PublishError):
             api("package_create", {"name": "x"})
         assert len(s.calls) == 1
     # giving up after `retries`, with the token redacted from what the server said
     s = FakeSession([(500, b"error near tok-SECRET-123")] * 3)
     api = ck._Api("http://ckan.invalid", "tok-SECRET-123", retries=2, session=s, sleep=lambda t: None)
-    with pytest.raises(ck.PublishError) as e:
+    with pytest.raises(PublishError) as e:
         api("package_show", {"id": "x"})
     assert "gave up after 3 tries" in str(e.value) and "tok-SECRET-123" not in str(e.value)
 

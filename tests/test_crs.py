@@ -5,6 +5,7 @@ import pytest
 from pyproj import CRS, Transformer
 
 from pipeline import crs as C
+from pipeline.core.errors import CRSError, HeightError
 from pipeline.core.points import PointCloud
 
 
@@ -57,38 +58,38 @@ def test_ellipsoidal_heights_in_projected_crs_use_the_geoid():
 
 
 def test_ellipsoidal_without_geoid_fails_loudly():
-    with pytest.raises(C.HeightError, match="ballpark"):
+    with pytest.raises(HeightError, match="ballpark"):
         C.Reprojector(CRS.from_epsg(6667), "ellipsoidal", C.make_target(6676, None))
 
 
 def test_proj_ballpark_is_refused():
     # PROJ has no geoid grid here for NAP; without allow_ballpark=False it would return z unchanged.
-    with pytest.raises(C.HeightError, match="geoid grid|ballpark"):
+    with pytest.raises(HeightError, match="geoid grid|ballpark"):
         C.Reprojector(CRS.from_epsg(4979), "ellipsoidal", C.make_target(7415))
 
 
 def test_geoid_outside_japan_is_an_error():
     rp = C.Reprojector(CRS.from_epsg(4979), "ellipsoidal", C.make_target(6676))
-    with pytest.raises(C.HeightError, match="outside the GSIGEO2011"):
+    with pytest.raises(HeightError, match="outside the GSIGEO2011"):
         rp(cloud([4.9], [52.4], [40.0]))
 
 
 def test_foreign_vertical_datum_is_refused_not_ignored():
-    with pytest.raises(C.HeightError, match="NAP height"):
+    with pytest.raises(HeightError, match="NAP height"):
         C.Reprojector(CRS.from_epsg(7415), "orthometric", C.make_target())
 
 
 def test_chart_datum_offset_applies_and_is_required():
     out = C.Reprojector(CRS.from_epsg(6676), "chart_datum", C.make_target(), -0.85)(cloud([0.0], [0.0], [-12.0]))
     assert out.z[0] == pytest.approx(-12.85, abs=1e-9)
-    with pytest.raises(C.HeightError, match="chart_datum_to_tp"):
+    with pytest.raises(HeightError, match="chart_datum_to_tp"):
         C.Reprojector(CRS.from_epsg(6676), "chart_datum", C.make_target(), None)
 
 
 def test_outside_target_area_is_refused():
     ams = cloud([114650.0], [484900.0], [-1.0])
     C.check_in_target(C.make_target(7415), CRS.from_epsg(7415), ams)  # Amsterdam in RD New: fine
-    with pytest.raises(C.CRSError, match="outside the area of use"):
+    with pytest.raises(CRSError, match="outside the area of use"):
         C.check_in_target(C.make_target(), CRS.from_epsg(7415), ams)
 
 
@@ -120,16 +121,16 @@ def test_helmert_rejects_a_gross_error():
     world = local @ r.T + t + rng.normal(0, 0.003, (6, 3))
     C.fit_helmert(local, world)  # 3 mm noise passes the 5 cm threshold
     world[4, 2] += 0.50  # one target height mistyped by 50 cm
-    with pytest.raises(C.CRSError, match="exceeds 5.0 cm") as e:
+    with pytest.raises(CRSError, match="exceeds 5.0 cm") as e:
         C.fit_helmert(local, world, names=[f"P{i}" for i in range(6)])
     assert "P4" in str(e.value)
 
 
 def test_helmert_needs_three_non_collinear_points():
-    with pytest.raises(C.CRSError, match="at least 3"):
+    with pytest.raises(CRSError, match="at least 3"):
         C.fit_helmert(np.zeros((2, 3)), np.zeros((2, 3)))
     line = np.column_stack([np.arange(4.0), np.zeros(4), np.zeros(4)])
-    with pytest.raises(C.CRSError, match="collinear"):
+    with pytest.raises(CRSError, match="collinear"):
         C.fit_helmert(line, line + 5)
 
 

@@ -266,7 +266,7 @@ def read_one(path: str) -> dict:
 
     from pipeline.io import open_input
     from pipeline.stages.info import info_file
-    from pipeline.validate import InputError
+    from pipeline.core.errors import InputError
 
     try:
         r = info_file(path)
@@ -535,7 +535,7 @@ def test_records_beyond_the_header_count_are_reported(data_dir, tmp_path):
 
 def test_copc_with_a_broken_hierarchy_is_read_as_laz_and_refused_as_copc(data_dir, tmp_path):
     from pipeline.io.las import read_copc
-    from pipeline.validate import InputError
+    from pipeline.core.errors import InputError
 
     p = edit(data_dir, "formats/autzen_clip_4326.copc.laz", tmp_path / "h.copc.laz",
              (("vlr", "copc", 1000, 28), "<i", 2**31 - 1))  # the root node's point count

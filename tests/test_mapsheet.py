@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tiles.mapsheet import LEVELS, SIZE, SheetError, neighbours, parse, sheet_bounds, sheet_code, sheet_codes
+from pipeline.core.errors import SheetError
+from tiles.mapsheet import LEVELS, SIZE, neighbours, parse, sheet_bounds, sheet_code, sheet_codes
 
 
 def test_prefectural_office():

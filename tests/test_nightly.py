@@ -18,7 +18,8 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.nightly import LockHeld, RunLock, load_config, nightly
+from pipeline.core.errors import LockHeld
+from tasks.nightly import RunLock, load_config, nightly
 
 # Run records, not products: they say what this run did and when (timings, what was new tonight).
 RECORDS = ("manifest.sqlite", "publish-summary.json", "tile-summary.json", "tiles3d-summary.json", ".pcpipe.lock")

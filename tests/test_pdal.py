@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from pipeline.layers.terrain.ground import SMRF
-from pipeline.pdal import PdalUnavailable, pdal_available, pipeline_for, run_ground_with_pdal
+from pipeline.core.errors import PdalUnavailable
+from pipeline.pdal import pdal_available, pipeline_for, run_ground_with_pdal
 from tiles.mapsheet import sheet_bounds
 
 

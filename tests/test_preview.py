@@ -94,7 +94,8 @@ def test_preview_files_are_deterministic_and_complete(published):
 
 
 def test_missing_vendor_files_say_what_to_run(tmp_path, monkeypatch):
-    from pipeline.publish.preview import NODE_MODULES_ENV, VendorMissing, write_preview
+    from pipeline.core.errors import VendorMissing
+    from pipeline.publish.preview import NODE_MODULES_ENV, write_preview
 
     monkeypatch.setenv(NODE_MODULES_ENV, str(tmp_path / "node_modules"))
     with pytest.raises(VendorMissing, match=r"\.ci/preview-vendor\.sh"):

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from pipeline.synthetic import demo
+from pipeline.core.errors import PushError, ServerError
 from pipeline.publish import ckan as ck
 from pipeline.publish import stac
 from tiles.mapsheet import sheet_bounds, sheet_code
@@ -318,7 +319,7 @@ def test_redaction_takes_pieces_and_cuts_after():
     token = "Zq9xAbcdEf0123456789KLMNOPqrstuvWXyz"
     body = "x" * 290 + token + "y" * 40
     assert ck.clip(body, token, 300) == "x" * 290 + "***" + "y" * 7 + "..."
-    assert token[:10] not in str(ck.ServerError(500, body, token))
+    assert token[:10] not in str(ServerError(500, body, token))
     assert ck.redact(f"cut by the server: {token[:9]}", token) == "cut by the server: ***"
     assert ck.redact(f"{token[-8:]} and {token[3:20]}!", token) == "*** and ***!"
     assert ck.redact(f"short {token[:7]}", token) == f"short {token[:7]}"  # 7 characters: not taken
@@ -360,7 +361,7 @@ def test_stac_api_push_keeps_the_token(run, servers, mode, caplog):
     _StacAPI.mode, _StacAPI.other = mode, other
     token = secrets.token_urlsafe(32)
     try:
-        with pytest.raises(stac.PushError) as e:
+        with pytest.raises(PushError) as e:
             stac.push(run["run"], discover(run["run"], survey=SURVEY, dates={"als": "2026-04-01"}),
                       f"http://127.0.0.1:{api.server_address[1]}", base_url=BASE, token=token, retries=1,
                       backoff=0.0)

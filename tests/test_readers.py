@@ -5,7 +5,7 @@ import plyfile
 import pytest
 
 from pipeline.io import open_input
-from pipeline.validate import InputError
+from pipeline.core.errors import InputError
 
 
 def read_all(path, opts=None):

@@ -13,7 +13,7 @@ import plyfile
 import pytest
 
 from pipeline.io import open_input
-from pipeline.validate import InputError
+from pipeline.core.errors import InputError
 
 # text that must never reach a user as the reason for a refusal
 FOREIGN = re.compile(r"pydantic|validation error|errors\.pydantic|usecols|dtype|Traceback|numpy|plyfile|"

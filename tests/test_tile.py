@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from laspy.copc import Bounds, CopcReader
 
-from pipeline.stages.tile import SettingsError, sheet_with_buffer, tile
+from pipeline.core.errors import SettingsError
+from pipeline.stages.tile import sheet_with_buffer, tile
 from tiles.mapsheet import sheet_bounds
 
 

@@ -92,7 +92,8 @@ def test_compound_and_wkt_crs_details(data_dir):
 
 
 def test_time_cap_stops_a_hanging_reader():
-    from pipeline.core.guard import CapExceeded, run_capped
+    from pipeline.core.errors import CapExceeded
+    from pipeline.core.guard import run_capped
 
     t0 = time.monotonic()
     with pytest.raises(CapExceeded, match="cap of 1 s"):
@@ -102,7 +103,7 @@ def test_time_cap_stops_a_hanging_reader():
 
 def test_memory_cap_stops_a_greedy_reader():
     from pipeline.core.guard import run_capped
-    from pipeline.validate import InputError
+    from pipeline.core.errors import InputError
 
     with pytest.raises(InputError) as e:
         run_capped(bytearray, 3 * 2**30, seconds=30, memory_gb=1, label="greedy.las")

@@ -19,6 +19,8 @@ import re
 
 import numpy as np
 
+from pipeline.core.errors import SheetError
+
 LEVELS = (50000, 5000, 2500, 1000, 500, 250)
 NORTH, WEST = 300_000.0, -160_000.0
 H50, W50 = 30_000.0, 40_000.0
@@ -27,10 +29,6 @@ ROWS, COLS = 20, 8
 SIZE = {50000: (30_000.0, 40_000.0), 5000: (3_000.0, 4_000.0), 2500: (1_500.0, 2_000.0),
         1000: (600.0, 800.0), 500: (300.0, 400.0), 250: (150.0, 200.0)}
 _CODE = re.compile(r"^(\d{2})([A-T])([A-H])(?:(\d)(\d)(?:([1-4])|([0-4])([A-E])|(\d)(\d)([1-4])?)?)?$")
-
-
-class SheetError(ValueError):
-    pass
 
 
 def _mm(v) -> np.ndarray:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pipeline.core.errors import Tiles3DError
 from pipeline.core.outputs import write_bytes, write_json
 
 from .copc import _compact
@@ -50,10 +51,6 @@ POINT_SCHEMA = {"id": "pcpipe_point", "classes": {"point": {
                       "type": "SCALAR", "componentType": "UINT16"},
         "classification": {"description": "ASPRS LAS class (2 ground, 5 high vegetation, 7 low noise ...)",
                            "type": "SCALAR", "componentType": "UINT8"}}}}}
-
-
-class Tiles3DError(ValueError):
-    """A sheet that cannot be converted; the message names the file and what to do."""
 
 
 @dataclass(frozen=True)
@@ -335,7 +332,7 @@ def write_sheet(path: str, out_dir: str, *, code: str, source: str, params: Tili
         origin = to_ecef(*centre, hwkt, params.geoid)[0]
         rot = enu_rotation(origin)
         enu = (to_ecef(x, y, z, hwkt, params.geoid) - origin) @ rot
-    except ValueError as e:  # pipeline.crs.HeightError is a ValueError: outside the geoid model
+    except ValueError as e:  # outside the geoid model (HeightError is no ValueError: it is not caught here)
         raise Tiles3DError(f"{path}: {e}") from None
     del x, y, z
     colour = None

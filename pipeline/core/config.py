@@ -15,14 +15,12 @@ import os
 
 import yaml
 
+from .errors import ConfigError
+
 SOURCES = ("als", "mms", "iphone", "mbes")
 LAYER_NAMES = ("deer", "road", "pipes", "seaweed")
 _HERE = os.path.dirname(__file__)
 _DEFAULTS = os.path.join(_HERE, "profiles.yaml")
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be used; the message (one line) names the file and the key."""
 
 
 # ------------------------------------------------------------------------------------------------- schema

@@ -11,7 +11,7 @@ import os
 import resource
 import traceback
 
-from ..validate import InputError
+from .errors import CapExceeded, InputError
 
 _CTX = None
 _WARNED = False
@@ -23,10 +23,6 @@ def _context():
         _CTX = mp.get_context("forkserver")
         _CTX.set_forkserver_preload(["pipeline.stages.ingest", "pipeline.stages.info", "pipeline.stages.tile"])
     return _CTX
-
-
-class CapExceeded(InputError):
-    pass
 
 
 def _child(conn, fn, args, kwargs, memory_bytes):

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ..core.points import PointCloud
-from ..validate import Finding, InputError
+from ..core.errors import InputError
+from ..validate import Finding
 
 LAS_EXT = (".las", ".laz")
 TEXT_EXT = (".xyz", ".csv", ".txt", ".pts")

@@ -21,7 +21,7 @@ import stat
 import zipfile
 from typing import NamedTuple
 
-from ..validate import InputError
+from ..core.errors import InputError
 
 MAX_TOTAL = 50 * 2**30  # bytes extracted from one archive, nested zips included
 MAX_RATIO = 200  # uncompressed / compressed, per member of more than 1 MiB and for the archive (LAZ barely compresses)

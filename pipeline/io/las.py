@@ -9,7 +9,8 @@ import laspy
 import numpy as np
 
 from ..core.points import PointCloud
-from ..validate import InputError, LasHeaderFacts, check_las
+from ..core.errors import InputError
+from ..validate import LasHeaderFacts, check_las
 
 STANDARD_DIMS = ("x", "y", "z", "intensity", "return_number", "number_of_returns", "synthetic", "key_point",
                  "withheld", "overlap", "scanner_channel", "scan_direction_flag", "edge_of_flight_line",

@@ -12,7 +12,7 @@ import struct
 import numpy as np
 
 from ..core.points import PointCloud
-from ..validate import InputError
+from ..core.errors import InputError
 from .text import fits, number_rows
 
 CODE = "bad-pcd"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.points import PointCloud
-from ..validate import InputError
+from ..core.errors import InputError
 from .text import fits, number_rows
 
 ALIASES = {"diffuse_red": "red", "diffuse_green": "green", "diffuse_blue": "blue", "nx": "normal_x",

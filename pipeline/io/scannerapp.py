@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..core.points import PointCloud
-from ..validate import InputError
+from ..core.errors import InputError
 
 
 def is_export(path) -> bool:

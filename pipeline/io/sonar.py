@@ -7,7 +7,7 @@ import numpy as np
 from pyproj import CRS
 
 from ..core.points import PointCloud
-from ..validate import InputError
+from ..core.errors import InputError
 
 EARTH_RADIUS = 6_371_008.8  # metres; beam offsets are at most a few km, so a sphere is precise enough
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from ..core.points import PointCloud
-from ..validate import InputError
+from ..core.errors import InputError
 
 # Header words that name the same thing.
 COLUMN_ALIASES = {"easting": "x", "e": "x", "northing": "y", "n": "y",

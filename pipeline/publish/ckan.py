@@ -42,6 +42,7 @@ import tempfile
 import time
 import urllib.parse
 
+from ..core.errors import HostileAnswer, PublishError, ServerError
 from ..layers import registry
 
 log = logging.getLogger(__name__)
@@ -61,22 +62,6 @@ FORMATS = [(".copc.laz", "COPC"), (".laz", "LAZ"), (".las", "LAS"), (".tif", "Ge
 POINTCLOUD_THEMES = ["住宅・土地・建設"]  # a layer's themes are in its registration
 SOURCE_LABELS = {"als": "航空レーザ測量 / airborne laser scanning", "mms": "MMS / mobile mapping system",
                  "mbes": "マルチビーム測深 / multibeam echo sounding", "iphone": "iPhone LiDAR"}
-
-
-class PublishError(RuntimeError):
-    """A dataset could not be published; the catalog was put back as it was before (see the report)."""
-
-
-class HostileAnswer(PublishError):
-    """CKAN answered something pcpipe will not build on (an id that is not one, a field of the wrong type)."""
-
-
-class ServerError(RuntimeError):
-    """An HTTP 5xx answer: worth retrying. Its text has the token taken out before it is shortened."""
-
-    def __init__(self, status: int, text: str, secret: str | None = None):
-        super().__init__(f"HTTP {status}: {clip(text, secret, 300)}")
-        self.status = status
 
 
 # ------------------------------------------------------------------------------------------------ token

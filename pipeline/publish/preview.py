@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 
+from ..core.errors import VendorMissing
 from ..core.outputs import write_bytes
 from ..layers import registry
 from .products import SOURCES, Product, footprint, kind_title
@@ -61,10 +62,6 @@ OTHER_COLOURS = ["#e6ab02", "#a6cee3", "#b2df8a", "#fb9a99", "#cab2d6"]
 # Slope ramp (degrees -> RGB), stops at the deer layer's slope bands (15, 30, 40 degrees).
 SLOPE_STOPS = [(0, (26, 152, 80)), (15, (254, 224, 139)), (30, (244, 109, 67)), (40, (165, 0, 38)),
                (60, (80, 0, 20))]
-
-
-class VendorMissing(FileNotFoundError):
-    pass
 
 
 # ------------------------------------------------------------------------------------------------ writing

@@ -46,6 +46,7 @@ from pystac.extensions.file import FileExtension
 from pystac.extensions.pointcloud import PointcloudExtension, Schema, SchemaType, Statistic
 from pystac.extensions.projection import ProjectionExtension
 
+from ..core.errors import PushError
 from ..core.outputs import write_bytes
 from .ckan import clip
 
@@ -449,10 +450,6 @@ def validate_catalog(catalog_path: str, schema_dir: str | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ STAC API push
-class PushError(RuntimeError):
-    pass
-
-
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A 3xx comes back as it is (an HTTPError): urllib would carry the Authorization header to wherever the
     redirect points, another host included."""

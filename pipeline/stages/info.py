@@ -9,7 +9,7 @@ from .. import crs as crsmod
 from ..core.config import load_config, profile
 from ..core.guard import run_capped
 from ..io import open_input
-from ..validate import InputError
+from ..core.errors import InputError
 
 
 def info_file(path: str, prof: dict | None = None) -> dict:

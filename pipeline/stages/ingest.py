@@ -19,13 +19,9 @@ from ..io import expand_inputs, open_input
 from ..io.las import LasWriter
 from ..core.outputs import write_json
 from ..core.runner import map_tasks
-from ..validate import InputError
+from ..core.errors import CRSError, HeightError, InputError, OptionError
 
 VERSION = 1  # of the normalised output; bump when output bytes change on purpose
-
-
-class OptionError(ValueError):
-    """A command-line option or setting that cannot work, found before any input is read (the CLI exits 2)."""
 
 
 def _crs_arg(v):
@@ -56,7 +52,7 @@ def check_options(opts: dict) -> None:
                           f"or none")
     try:
         target_of(opts)
-    except crsmod.CRSError as e:
+    except CRSError as e:
         raise OptionError(f"{option} {target}: {e}") from None
     if opts.get("height") not in (None, "orthometric", "ellipsoidal", "chart_datum", "local"):
         raise OptionError(f"--height {opts['height']}: choose orthometric, ellipsoidal, chart_datum or local")
@@ -138,9 +134,9 @@ class Ingestion:
             if first is not None:
                 crsmod.check_in_target(self.target, self.src, first)
             return crsmod.Reprojector(self.src, self.height, self.target, self.prof.get("chart_datum_to_tp"))
-        except crsmod.HeightError as e:
+        except HeightError as e:
             raise InputError(self.path, "height-reference", str(e)) from None
-        except crsmod.CRSError as e:
+        except CRSError as e:
             raise InputError(self.path, "crs", str(e)) from None
 
     def chunks(self):
@@ -159,7 +155,7 @@ class Ingestion:
                 self.rp = self._reprojector(chunk)
             try:
                 yield self.rp(chunk)
-            except crsmod.CRSError as e:
+            except CRSError as e:
                 raise InputError(self.path, "crs", str(e)) from None
         if self.rp is None:  # no points at all: still say what the heights would have been
             self.rp = self._reprojector(None)

@@ -60,7 +60,8 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
                             "files": len(p.files()), "dates_from": p.dates_from} for p in products]
     summary["stac"] = write_catalog(run_dir, every)
     if preview:
-        from ..publish.preview import VendorMissing, write_preview
+        from ..core.errors import VendorMissing
+        from ..publish.preview import write_preview
 
         try:
             summary["preview"] = write_preview(run_dir, every)
@@ -69,7 +70,8 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
     summary["timings"]["local_s"] = round(time.time() - t, 2)
     failed: list[str] = []
     if ckan:
-        from ..publish.ckan import PublishError, _rerun, dataset_name, publish_ckan
+        from ..core.errors import PublishError
+        from ..publish.ckan import _rerun, dataset_name, publish_ckan
 
         t = time.time()
         try:
@@ -82,7 +84,8 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
         failed += [f"ckan:{n}" for n in summary["ckan"].get("failed") or []]
         summary["timings"]["ckan_s"] = round(time.time() - t, 2)
     if stac_api:
-        from ..publish.stac import PushError, push
+        from ..core.errors import PushError
+        from ..publish.stac import push
 
         t = time.time()
         try:

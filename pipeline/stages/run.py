@@ -65,7 +65,8 @@ def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=
 
 
 def _run(inputs, out_dir, wanted, common, layer_options, tile_options) -> dict:
-    from .tile import AllQuarantined, quarantine_records
+    from ..core.errors import AllQuarantined
+    from .tile import quarantine_records
 
     summary = {"run_dir": os.path.abspath(out_dir), "tile": {}, "layers": {}}
     for source, paths in inputs.items():

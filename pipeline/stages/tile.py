@@ -28,16 +28,12 @@ from ..core.manifest import file_sha256
 from ..core.outputs import write_json
 from ..core.rundir import EXT, RunDir, sheet_grid
 from ..core.runner import session
-from ..validate import InputError
+from ..core.errors import AllQuarantined, InputError, SettingsError
 from .ingest import Ingestion, ingest_options, target_of
 
 PART_EXT = {"copc": ".las", "laz": ".laz"}
 SCALE_MM = 0.001  # parts and sheets are stored at 1 mm
 OCCUPANCY_CELL = 1.0  # metres: density is also reported over occupied 1 m cells (MMS covers roads only)
-
-
-class SettingsError(ValueError):
-    pass
 
 
 def quarantine_records(rows) -> list[dict]:
@@ -47,28 +43,6 @@ def quarantine_records(rows) -> list[dict]:
             for r in rows]
 
 
-class AllQuarantined(ValueError):
-    """Every input of a layer stage was refused and no earlier run left a sheet: nothing to analyse. Carries the
-    tile summary, so that the caller can print the quarantine lines (the CLI exits with status 2)."""
-
-    def __init__(self, source: str, summary: dict):
-        self.source, self.summary = source, summary
-        self.refused = [r for r in summary.get("results", [])
-                        if r["status"] in ("quarantined", "duplicate")
-                        or (r["status"] == "unchanged" and r.get("was") in ("quarantined", "duplicate"))]
-        n = len(summary.get("results", []))
-        super().__init__(f"every {source} input was quarantined ({len(self.refused)} of {n} file(s)), no sheet to "
-                         f"analyse; tile summary: {summary.get('summary_path')}")
-
-    def lines(self) -> list[str]:
-        """One line per refused input: its status, code and reason (the reason names the file)."""
-        out = []
-        for r in self.refused:
-            reason = r.get("reason") or f"{r.get('input')}: quarantined by an earlier run"
-            earlier = " (in an earlier run)" if r["status"] == "unchanged" else ""
-            out.append(f"  {'DUPLICATE' if 'duplicate' in (r['status'], r.get('was')) else 'QUARANTINED'}{earlier} "
-                       f"[{r.get('code') or r.get('was')}] {reason}")
-        return out
 
 
 # ------------------------------------------------------------------------------------------------ partition

@@ -17,9 +17,10 @@ import time
 
 import numpy as np
 
-from tiles.tiles3d import (Tiles3DError, TilingParams, box_corners, enclosing_box, mesh_tileset, write_sheet,
+from tiles.tiles3d import (TilingParams, box_corners, enclosing_box, mesh_tileset, write_sheet,
                            write_source_tileset)
 
+from ..core.errors import Tiles3DError
 from ..core.outputs import write_json
 from ..core.runner import map_tasks
 

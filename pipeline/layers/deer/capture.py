@@ -11,6 +11,8 @@ import os
 import numpy as np
 from scipy import ndimage
 
+from ...core.errors import DeerInputError
+
 
 def load_config(path=None) -> dict:
     from ...core.config import layer_config
@@ -27,10 +29,6 @@ def load_config(path=None) -> dict:
 # that drop the member) in the run's CRS; a CSV's lon/lat columns are JGD2011 degrees (EPSG:6668), its x/y (or
 # easting/northing, E/N) columns are in the run's CRS. Everything is transformed to the terrain rasters' CRS, and
 # density polygons that then miss the terrain, or a capture file in degrees under x/y columns, are refused.
-class DeerInputError(ValueError):
-    """A deer-layer input that cannot be used; the message names the file and the problem."""
-
-
 def _fail(path, message):
     raise DeerInputError(f"{path}: {message}")
 

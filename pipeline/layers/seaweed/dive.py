@@ -13,6 +13,8 @@ import sqlite3
 import struct
 import unicodedata
 
+from ...core.errors import DiveError
+
 BARE = 0
 
 # coordinate column pairs, in the order they are tried; True: geographic (lon/lat)
@@ -21,10 +23,6 @@ COORD_COLUMNS = [(("x", "y"), False), (("easting", "northing"), False), (("e", "
                  (("lng", "lat"), True), (("経度", "緯度"), True)]
 SPECIES_COLUMNS = ("species", "label", "class", "taxon", "種", "種名", "種類")
 DATE_COLUMNS = ("date", "survey_date", "日付", "調査日")
-
-
-class DiveError(ValueError):
-    pass
 
 
 def _norm(s) -> str:
