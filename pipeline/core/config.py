@@ -1,8 +1,8 @@
 """Configuration: the bundled profiles.yaml, overlaid by a user's YAML file and by command-line options.
 
 A user's --config file holds any part of profiles.yaml (target, output, limits, gcp, profiles) and a mapping per
-layer (deer:, road:, pipes:, seaweed:) over that layer's bundled pipeline/layers/<layer>/config.yaml. The whole file is
-checked when it is loaded, before any input is read: every key must be one the bundled files define, and every
+layer (terrain:, deer:, road:, ...: every registered layer with a config.yaml in its folder) over that bundled
+file. The whole file is checked when it is loaded, before any input is read: every key must be one the bundled files define, and every
 value of the type its default has (whole and decimal numbers interchangeable, true/false strict, text, lists,
 mappings). A file that fails raises ConfigError (a ValueError) naming the key and the file."""
 from __future__ import annotations
@@ -18,7 +18,6 @@ import yaml
 from .errors import ConfigError
 
 SOURCES = ("als", "mms", "iphone", "mbes")
-LAYER_NAMES = ("deer", "road", "pipes", "seaweed")
 _HERE = os.path.dirname(__file__)
 _DEFAULTS = os.path.join(_HERE, "profiles.yaml")
 
@@ -232,8 +231,17 @@ def _numeric(s: str) -> bool:
     return True
 
 
+def _layer_configs() -> dict:
+    """Layer name -> its bundled config.yaml, for every registered layer that has one."""
+    from ..layers import registry
+
+    return {n: lay.config_path for n, lay in registry().items() if lay.config_path}
+
+
 def _bundled(name: str) -> dict:
-    path = _DEFAULTS if name == "profiles" else os.path.join(_HERE, "..", "layers", name, "config.yaml")
+    path = _DEFAULTS if name == "profiles" else _layer_configs().get(name)
+    if path is None:
+        raise ValueError(f"no layer {name!r} with a config.yaml; known: {', '.join(_layer_configs())}")
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)
 
@@ -246,7 +254,7 @@ def _schema() -> dict:
     for prof in base["profiles"].values():
         union = _merge(union, prof)
     schema = dict(base, profiles={s: union for s in SOURCES})
-    for name in LAYER_NAMES:
+    for name in _layer_configs():
         schema[name] = _bundled(name)
     return schema
 

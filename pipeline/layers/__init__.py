@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -61,6 +62,12 @@ class Layer:
             return [self.source]
         top = RunDir(run_dir).layer_dir(self.name)
         return sorted(os.listdir(top)) if os.path.isdir(top) else []
+
+    @property
+    def config_path(self) -> str | None:
+        """Its bundled config.yaml (beside the module that registered it), if it has one."""
+        path = os.path.join(os.path.dirname(sys.modules[self.run.__module__].__file__), "config.yaml")
+        return path if os.path.exists(path) else None
 
     def figures(self, summary: dict) -> dict:
         if callable(self.key_figures):
