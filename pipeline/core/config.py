@@ -2,9 +2,9 @@
 
 A user's --config file holds any part of profiles.yaml (target, output, limits, gcp, profiles) and a mapping per
 layer (terrain:, deer:, road:, ...: every registered layer with a config.yaml in its folder) over that bundled
-file. The whole file is checked when it is loaded, before any input is read: every key must be one the bundled files define, and every
-value of the type its default has (whole and decimal numbers interchangeable, true/false strict, text, lists,
-mappings). A file that fails raises ConfigError (a ValueError) naming the key and the file."""
+file. The whole file is checked when it is loaded, before any input is read: every key must be one the bundled
+files define, and every value of the type its default has (whole and decimal numbers interchangeable, true/false
+strict, text, lists, mappings). A file that fails raises ConfigError (a ValueError) naming the key and the file."""
 from __future__ import annotations
 
 import copy
