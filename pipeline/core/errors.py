@@ -16,29 +16,27 @@ class PcpipeError(Exception):
 
 
 # ------------------------------------------------------------------------------- the user's input (exit 2)
-class ConfigError(PcpipeError, ValueError):
+class UserError(PcpipeError, ValueError):
+    """Input, options or settings the user can correct; a ValueError, as the stages raised before."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
     """A configuration file that cannot be used; the message (one line) names the file and the key."""
 
-    exit_code = 2
 
-
-class OptionError(PcpipeError, ValueError):
+class OptionError(UserError):
     """A command-line option or setting that cannot work, found before any input is read (the CLI exits 2)."""
 
-    exit_code = 2
 
-
-class SettingsError(PcpipeError, ValueError):
+class SettingsError(UserError):
     """Tile settings that differ from those the run directory was tiled with, or that the sheet grid cannot hold."""
 
-    exit_code = 2
 
-
-class AllQuarantined(PcpipeError, ValueError):
+class AllQuarantined(UserError):
     """Every input of a layer stage was refused and no earlier run left a sheet: nothing to analyse. Carries the
     tile summary, so that the caller can print the quarantine lines (the CLI exits with status 2)."""
-
-    exit_code = 2
 
     def __init__(self, source: str, summary: dict):
         self.source, self.summary = source, summary
@@ -60,34 +58,24 @@ class AllQuarantined(PcpipeError, ValueError):
         return out
 
 
-class DiveError(PcpipeError, ValueError):
+class DiveError(UserError):
     """A dive-survey file that cannot be used; the message names the file and what is wrong in it."""
 
-    exit_code = 2
 
-
-class DeerInputError(PcpipeError, ValueError):
+class DeerInputError(UserError):
     """A deer-layer input that cannot be used; the message names the file and the problem."""
 
-    exit_code = 2
 
-
-class PdalUnavailable(PcpipeError, ValueError):
+class PdalUnavailable(UserError):
     """PDAL was asked for and is not installed here."""
 
-    exit_code = 2
 
-
-class SheetError(PcpipeError, ValueError):
+class SheetError(UserError):
     """A map-sheet code or level that is not one of the 国土基本図 grid."""
 
-    exit_code = 2
 
-
-class Tiles3DError(PcpipeError, ValueError):
+class Tiles3DError(UserError):
     """A sheet that cannot be converted; the message names the file and what to do."""
-
-    exit_code = 2
 
 
 class VendorMissing(PcpipeError, FileNotFoundError):
