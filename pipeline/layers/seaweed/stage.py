@@ -11,7 +11,7 @@ import numpy as np
 
 from . import beds as S
 from ..terrain.dtm import NODATA, Grid
-from ...core.outputs import feature_collection, write_csv, write_json
+from ...core.outputs import atomic, atomic_path, feature_collection, write_csv, write_json
 from ...core.runner import session
 from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
 
@@ -43,9 +43,8 @@ def sheet_task(item: dict) -> dict:
     r0, c0 = int(round((grid.north - n) / res)), int(round((w - grid.west) / res))
     rows, cols = int(round((n - s) / res)), int(round((e - w) / res))
     out = {k: v[r0:r0 + rows, c0:c0 + cols] for k, v in prod.items()}
-    with open(item["npz"] + ".part", "wb") as f:
+    with atomic(item["npz"]) as f:
         np.savez_compressed(f, **out)
-    os.replace(item["npz"] + ".part", item["npz"])
     return {"code": item["code"], "soundings": int(cloud.columns["in_sheet"].sum()), "noise_sigma_m": round(sigma, 4)}
 
 
@@ -75,8 +74,8 @@ def quicklook(path, grid, prod, species, bed):
     img = Image.fromarray(rgb)
     scale = max(1, 800 // max(rgb.shape[:2]))
     img = img.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
-    img.save(path + ".part", format="PNG")
-    os.replace(path + ".part", path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, dive_crs: str | None = None,

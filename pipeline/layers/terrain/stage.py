@@ -12,7 +12,7 @@ import numpy as np
 
 from .ground import SMRF, reclassify
 from .dtm import NODATA, PRODUCTS, Grid, TerrainParams, terrain_products
-from ...core.outputs import write_json
+from ...core.outputs import atomic, atomic_path, write_json
 from ...core.runner import session
 from ...stages.tile import output_crs, sheet_with_buffer, tiled_sheets
 
@@ -29,12 +29,11 @@ def write_cog(path: str, array: np.ndarray, grid: Grid, crs, tags: dict, nodata=
             else "NEAREST"}
     if dtype == "float32":
         opts["PREDICTOR"] = 3
-    tmp = path + ".part.tif"
-    with rasterio.open(tmp, "w", driver="COG", width=grid.cols, height=grid.rows, count=1, dtype=dtype, crs=crs,
-                       transform=grid.transform, nodata=nodata if dtype == "float32" else None, **opts) as dst:
-        dst.write(arr.astype(dtype), 1)
-        dst.update_tags(**{k: str(v) for k, v in tags.items()})
-    os.replace(tmp, path)
+    with atomic_path(path, path + ".part.tif") as tmp:
+        with rasterio.open(tmp, "w", driver="COG", width=grid.cols, height=grid.rows, count=1, dtype=dtype, crs=crs,
+                           transform=grid.transform, nodata=nodata if dtype == "float32" else None, **opts) as dst:
+            dst.write(arr.astype(dtype), 1)
+            dst.update_tags(**{k: str(v) for k, v in tags.items()})
 
 
 def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF()) -> dict:
@@ -88,9 +87,8 @@ def sheet_task(item: dict) -> dict:
     rows, cols = int(round((n - s) / p.resolution)), int(round((e - w) / p.resolution))
     out = {k: v[r0:r0 + rows, c0:c0 + cols] for k, v in prods.items()}
     path = item["npz"]
-    with open(path + ".part", "wb") as f:
+    with atomic(path) as f:
         np.savez_compressed(f, **out)
-    os.replace(path + ".part", path)
     inside = cloud.columns["in_sheet"]
     cls = cloud.columns["classification"][inside]
     result = {"code": item["code"], "points": int(inside.sum()), "ground": int((cls == 2).sum()),
