@@ -6,11 +6,12 @@ octree levels are chosen by voxel subsampling (vectorised numpy), each node is c
 chunk, and the header and VLRs are packed in tiles.lasfile."""
 from __future__ import annotations
 
-import os
 import struct
 
 import lazrs
 import numpy as np
+
+from pipeline.core.outputs import atomic
 
 from .lasfile import HEADER_SIZE, evlr_bytes, public_header, returns_histogram, vlr_bytes
 
@@ -113,10 +114,9 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
                                                           "lazrs variable chunks")] + list(vlrs)
     vlr_blob = b"".join(vlr_bytes(u, r, d, desc) for u, r, d, desc in all_vlrs)
     offset_to_points = HEADER_SIZE + len(vlr_blob)
-    tmp = path + ".part"
     gps = records["gps_time"] if n and "gps_time" in records.dtype.names else np.zeros(1)
     rn = records["bit_fields"] & 0x0F if n else np.zeros(0, np.uint8)
-    with open(tmp, "w+b") as f:
+    with atomic(path, "w+b") as f:
         f.write(b"\0" * HEADER_SIZE + vlr_blob)
         comp = lazrs.LasZipCompressor(f, laz_vlr)
         comp.reserve_offset_to_chunk_table()
@@ -152,5 +152,4 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
                               n_evlrs=1, global_encoding=global_encoding, system_identifier=system_identifier))
         f.seek(HEADER_SIZE + 54)
         f.write(info)
-    os.replace(tmp, path)
     return {"nodes": len(starts), "depth": int(level.max()) + 1 if n else 0, "count": n, "cube_edge": edge}

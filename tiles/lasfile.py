@@ -12,6 +12,8 @@ import laspy
 import lazrs
 import numpy as np
 
+from pipeline.core.outputs import atomic
+
 HEADER_SIZE = 375
 
 
@@ -166,8 +168,7 @@ def merge_laz(path: str, parts: list[str], header: laspy.LasHeader, system_ident
     blob = b"".join(vlr_bytes(u, r, d, desc) for u, r, d, desc in vlrs)
     table, count, by_return = [], 0, np.zeros(15, np.int64)
     mins, maxs = np.full(3, np.inf), np.full(3, -np.inf)
-    tmp = path + ".part"
-    with open(tmp, "wb") as out:
+    with atomic(path) as out:
         out.write(b"\0" * HEADER_SIZE + blob)
         table_ptr = out.tell()
         out.write(b"\0" * 8)
@@ -204,5 +205,4 @@ def merge_laz(path: str, parts: list[str], header: laspy.LasHeader, system_ident
                                 mins=mins if count else np.zeros(3), maxs=maxs if count else np.zeros(3),
                                 evlr_start=0, n_evlrs=0, global_encoding=global_encoding_of(header),
                                 system_identifier=system_identifier))
-    os.replace(tmp, path)
     return count

@@ -3,10 +3,11 @@ profiles, cropping a sheet's margin off and mosaicking sheets, and harmonic hole
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from .outputs import atomic_path
 
 NODATA = -9999.0
 
@@ -78,13 +79,12 @@ def write_cog(path: str, array: np.ndarray, grid: Grid, crs, tags: dict, nodata=
     prof = COG_PROFILES[profile]
     dtype = prof["dtype"]
     arr = np.where(np.isnan(array), nodata, array) if prof["nodata"] else np.nan_to_num(array)
-    tmp = path + ".part.tif"
-    with rasterio.open(tmp, "w", driver="COG", width=grid.cols, height=grid.rows, count=1, dtype=dtype, crs=crs,
-                       transform=grid.transform, nodata=nodata if prof["nodata"] else None,
-                       **prof["options"]) as dst:
+    with atomic_path(path, path + ".part.tif") as tmp, \
+            rasterio.open(tmp, "w", driver="COG", width=grid.cols, height=grid.rows, count=1, dtype=dtype, crs=crs,
+                          transform=grid.transform, nodata=nodata if prof["nodata"] else None,
+                          **prof["options"]) as dst:
         dst.write(arr.astype(dtype), 1)
         dst.update_tags(**{k: str(v) for k, v in tags.items()})
-    os.replace(tmp, path)
 
 
 def window_of(grid: Grid, bounds) -> tuple[int, int, int, int]:

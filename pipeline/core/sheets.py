@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .outputs import write_json
+from .outputs import atomic, write_json
 from .raster import Grid, crop, mosaic
 from .rundir import RunDir
 from .runner import session
@@ -49,9 +49,8 @@ def _task(item: dict):
     arrays, result = item["fn"](cloud, grid, sheet)
     out = crop(arrays, grid, sheet.bounds)
     path = item["npz"]
-    with open(path + ".part", "wb") as f:
+    with atomic(path) as f:
         np.savez_compressed(f, **out)
-    os.replace(path + ".part", path)
     result = result(out) if callable(result) else result
     if item["key"] is not None:
         write_json(path[:-4] + ".json", {"key": item["key"], "result": result})  # after the arrays: a key means done

@@ -22,6 +22,7 @@ import zipfile
 from typing import NamedTuple
 
 from ..core.errors import InputError
+from ..core.outputs import atomic
 
 MAX_TOTAL = 50 * 2**30  # bytes extracted from one archive, nested zips included
 MAX_RATIO = 200  # uncompressed / compressed, per member of more than 1 MiB and for the archive (LAZ barely compresses)
@@ -403,8 +404,7 @@ def extract_zip(path, dest_root, max_total: int = MAX_TOTAL, max_ratio: float = 
     if os.path.isdir(dest):
         os.replace(dest, old)
     os.replace(tmp, dest)
-    with open(marker + ".part", "w", encoding="utf-8") as f:
+    with atomic(marker, "w", encoding="utf-8") as f:
         json.dump({"archive": path, "key": key, "refused": refused}, f, ensure_ascii=False, indent=1)
-    os.replace(marker + ".part", marker)
     shutil.rmtree(old, ignore_errors=True)
     return Extraction(dest, [member_refusal(path, *r) for r in refused])

@@ -28,7 +28,7 @@ import os
 import shutil
 
 from ..core.errors import VendorMissing
-from ..core.outputs import write_bytes
+from ..core.outputs import atomic_path, write_bytes
 from ..layers import registry
 from .products import SOURCES, Product, footprint, kind_title
 
@@ -79,8 +79,8 @@ def _copy(src: str, dst: str) -> int:
     size = os.path.getsize(src)
     if not (os.path.exists(dst) and os.path.getsize(dst) == size and filecmp.cmp(src, dst, shallow=False)):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.copyfile(src, dst + ".part")
-        os.replace(dst + ".part", dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
     return size
 
 

@@ -25,7 +25,7 @@ from ..core.guard import capped_or_quarantined
 from ..io import expand_inputs
 from ..io.las import LAZ_BACKEND, LasWriter, add_provenance, read_provenance
 from ..core.manifest import file_sha256
-from ..core.outputs import write_json
+from ..core.outputs import atomic, write_json
 from ..core.rundir import EXT, RunDir, sheet_grid
 from ..core.runner import session
 from ..core.errors import AllQuarantined, InputError, SettingsError
@@ -109,9 +109,8 @@ def partition_file(item: dict) -> dict:
         raise
     for cid, w in writers.items():
         occ = w.path[:-4] + ".occ.npy"
-        with open(occ + ".part", "wb") as f:
+        with atomic(occ) as f:
             np.save(f, np.packbits(occupancy[cid]))
-        os.replace(occ + ".part", occ)
         w.close()
     sheets = {grid.name(c): n for c, n in sorted(counts.items())}
     return ing.summary(sum(counts.values()), sheets=sheets)

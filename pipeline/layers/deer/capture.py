@@ -707,5 +707,7 @@ def _quicklook(path, hillshade, gap, capturable, routes, grid):
     for r in routes:
         xy = [((x - grid.west) / grid.res, (grid.north - y) / grid.res) for x, y in r["geometry"]["coordinates"]]
         d.line(xy, fill=(255, 220, 0), width=2)
-    img.save(path + ".part", format="PNG")
-    os.replace(path + ".part", path)
+    from ...core.outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")

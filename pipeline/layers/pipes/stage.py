@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from . import fit as PL
-from ...core.outputs import feature_collection, write_csv, write_json
+from ...core.outputs import atomic_path, feature_collection, write_csv, write_json
 from ...core.rundir import RunDir
 
 FIELDS = ["id", "nominal_mm", "diameter_mm", "start_e", "start_n", "start_h", "end_e", "end_n", "end_h", "length_m",
@@ -37,18 +37,17 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
         pc, o3d.utility.DoubleVector([float(r) for r in cfg["mesh"]["ball_radii_m"]]))
     files = {}
 
-    def write(path, m, colour=(0.8, 0.8, 0.8, 1.0)):  # aside, then renamed
-        tmp = path[:-4] + ".part" + path[-4:]
-        if path.endswith(".glb"):  # open3d's glb fails the Khronos validator (data: URI, wrong bounds): our own
-            from tiles.tiles3d import mesh_glb
+    def write(path, m, colour=(0.8, 0.8, 0.8, 1.0)):  # aside (extension last: open3d picks the format by it)
+        with atomic_path(path, path[:-4] + ".part" + path[-4:]) as tmp:
+            if path.endswith(".glb"):  # open3d's glb fails the Khronos validator (data: URI, wrong bounds): our own
+                from tiles.tiles3d import mesh_glb
 
-            m.compute_vertex_normals()
-            with open(tmp, "wb") as fh:
-                fh.write(mesh_glb(np.asarray(m.vertices), np.asarray(m.triangles), np.asarray(m.vertex_normals),
-                                  base_colour=colour))
-        elif not o3d.io.write_triangle_mesh(tmp, m):
-            raise OSError(f"open3d could not write {path}")
-        os.replace(tmp, path)
+                m.compute_vertex_normals()
+                with open(tmp, "wb") as fh:
+                    fh.write(mesh_glb(np.asarray(m.vertices), np.asarray(m.triangles), np.asarray(m.vertex_normals),
+                                      base_colour=colour))
+            elif not o3d.io.write_triangle_mesh(tmp, m):
+                raise OSError(f"open3d could not write {path}")
 
     for ext in ("ply", "glb"):
         files[f"excavation_{ext}"] = os.path.join(dest, f"excavation.{ext}")
@@ -92,8 +91,8 @@ def quicklook(path, xyz, rows, res=0.01):
         b = ((r["end_e"] - x0) / res, (y1 - r["end_n"]) / res)
         d.line([a, b], fill=(220, 30, 30), width=max(2, int(r["diameter_mm"] / 1000 / res)))
         d.text(a, r["id"], fill=(255, 255, 0))
-    im.save(path + ".part", format="PNG")
-    os.replace(path + ".part", path)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
 
 
 def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None = None, date: str | None = None,

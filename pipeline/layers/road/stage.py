@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from . import analysis as R
-from ...core.outputs import feature_collection, write_csv, write_json
+from ...core.outputs import atomic, atomic_path, feature_collection, write_csv, write_json
 from ...core.runner import session
 from ...stages.tile import tiled_sheets
 
@@ -52,9 +52,8 @@ def sum_task(item: dict) -> dict:
         if acc is None:
             continue
         path = os.path.join(item["work"], f"{item['code']}-p{k}.npz")
-        with open(path + ".part", "wb") as f:
+        with atomic(path) as f:
             np.savez_compressed(f, **acc)
-        os.replace(path + ".part", path)
         out.append({"pass": k, "npz": path, "points": int(acc["n"].sum())})
     return {"code": item["code"], "points": len(cloud), "parts": out}
 
@@ -141,9 +140,8 @@ def quicklook(path, grid, dev, anomalies, limit_mm=30.0):
         px = [((x - grid.west) / grid.res * scale, (grid.north - y) / grid.res * scale) for x, y in xy]
         if len(px) >= 2:
             d.line(px + ([px[0]] if g["type"] == "Polygon" else []), fill=colour[a["type"]], width=2)
-    tmp = path + ".part"
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def compare_epochs(prev_dir: str, anomalies: list[dict], segments: list[dict], cfg: dict, source: str = "mms") -> dict:

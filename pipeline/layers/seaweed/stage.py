@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from . import beds as S
-from ...core.outputs import feature_collection, write_csv, write_json
+from ...core.outputs import atomic_path, feature_collection, write_csv, write_json
 from ...core.raster import NODATA, write_cog
 from ...core.rundir import RunDir
 from ...core.sheets import sheet_apply
@@ -67,8 +67,8 @@ def quicklook(path, grid, prod, species, bed):
     img = Image.fromarray(rgb)
     scale = max(1, 800 // max(rgb.shape[:2]))
     img = img.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
-    img.save(path + ".part", format="PNG")
-    os.replace(path + ".part", path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, dive_crs: str | None = None,

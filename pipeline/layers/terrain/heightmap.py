@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ...core.outputs import write_json
+from ...core.outputs import atomic_path, write_bytes, write_json
 
 
 def export_heightmap(dtm_path: str, out_dir: str, name: str | None = None, bounds=None) -> dict:
@@ -31,11 +31,9 @@ def export_heightmap(dtm_path: str, out_dir: str, name: str | None = None, bound
     name = name or os.path.splitext(os.path.basename(dtm_path))[0]
     os.makedirs(out_dir, exist_ok=True)
     png, raw, meta = (os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "raw", "json"))
-    Image.fromarray(vals).save(png + ".part.png")
-    os.replace(png + ".part.png", png)
-    with open(raw + ".part", "wb") as f:
-        f.write(vals.astype("<u2").tobytes())
-    os.replace(raw + ".part", raw)
+    with atomic_path(png, png + ".part.png") as tmp:  # PIL picks the format by the extension
+        Image.fromarray(vals).save(tmp)
+    write_bytes(raw, vals.astype("<u2").tobytes())
     sidecar = {"width": int(vals.shape[1]), "height": int(vals.shape[0]), "dtype": "uint16", "byte_order": "little",
                "row_order": "north_to_south", "nodata_value": 0, "min_height": lo - scale, "height_scale": scale,
                "height_formula": "height = min_height + value * height_scale (value 0 = nodata)",
