@@ -55,10 +55,10 @@ def real_street(data: str, seeds=range(5, 11)):
     every detection counted (the street's own ones are false), and the intact street's own counts."""
     import numpy as np
 
-    from pipeline.layers.road import analysis as R
+    from pipeline.core.config import layer_config
     from pipeline.synthetic.roadscene import cast_depth_map, detect, read_amsterdam, score_casts
 
-    cfg = R.load_config()
+    cfg = layer_config("road")
     tile = os.path.join(data, "mms", "cyclomedia_ams_road_ground_labelled_2293_9698.laz")
     cast = os.path.join(data, "mms", "pothole_cast_model3_1.ply")
     if not (os.path.exists(tile) and os.path.exists(cast)):

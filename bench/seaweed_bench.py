@@ -28,6 +28,7 @@ def folds_of(n: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    from pipeline.core.config import layer_config
     from pipeline.layers.seaweed import beds as S
     from pipeline.layers.seaweed.dive import read_dive
     from pipeline.layers.seaweed.stage import seaweed
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="/tmp/seaweed-bench")
     a = ap.parse_args(argv)
     scene = pathlib.Path(a.scene)
-    cfg = S.load_config()
+    cfg = layer_config("seaweed")
     truth = json.loads((scene / "truth.json").read_text())
     with open(scene / "dive.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

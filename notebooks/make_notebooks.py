@@ -396,7 +396,8 @@ DEER = [
     SETUP,
     GEO,
     code('''
-        from pipeline.layers.deer.capture import deer_layer, load_config
+        from pipeline.core.config import layer_config
+        from pipeline.layers.deer.capture import deer_layer
 
         if RUN:
             run_dir = pathlib.Path(RUN)
@@ -417,7 +418,7 @@ DEER = [
             deer_layer(str(run_dir / "terrain" / "als"), f["deer"]["density"], f["deer"]["captures"],
                        str(run_dir / "deer"), roads_path=f["deer"]["roads"], config_path=config_path)
         terrain_dir, deer_dir = run_dir / "terrain" / "als", run_dir / "deer"
-        cfg = load_config(config_path)
+        cfg = layer_config("deer", config_path)
         summary = read_json(deer_dir / "deer-summary.json")
         pd.Series({k: v for k, v in summary.items() if k not in ("config", "files", "route_length_m")}, name="deer layer")
     '''),
@@ -856,7 +857,7 @@ SEAWEED = [
     SETUP,
     GEO,
     code('''
-        from pipeline.layers.seaweed.beds import load_config
+        from pipeline.core.config import layer_config
 
         if RUN:
             sw_dir = pathlib.Path(RUN) / "seaweed" / "mbes"
@@ -876,7 +877,7 @@ SEAWEED = [
                     survey={"date": "2026-06-15", "site": "Heda, Izu (demo)"}, workers=1, quiet=True)
             sw_dir = WORK / "tiles" / "seaweed" / "mbes"
         summary = read_json(sw_dir / "seaweed-summary.json")
-        labels = {int(k): v for k, v in load_config()["species"]["labels"].items()}
+        labels = {int(k): v for k, v in layer_config("seaweed")["species"]["labels"].items()}
         model = summary["species_model"] or {}
         print(f"{summary['beds']} beds, {summary['bed_area_ha']} ha; species model: {model.get('used')} dive points, "
               f"cross-validated accuracy {model.get('cv_accuracy')}")

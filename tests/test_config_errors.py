@@ -382,3 +382,22 @@ def test_nightly_section_options_are_the_stages_keywords():
     for name, fn in (("terrain", terrain), ("road", road), ("seaweed", seaweed)):
         own = kw(fn) - set_by_nightly - {"smrf"}
         assert set(section_options()[name]) == own | tile_kw, name
+
+
+def test_terrain_has_a_config_section_like_every_layer(tmp_path):
+    """The terrain layer's parameters (ground filter, products) are its config.yaml, overridable and checked
+    like any layer's; the defaults are the code's dataclass defaults."""
+    from pipeline.core.config import layer_config
+    from pipeline.core.errors import ConfigError
+    from pipeline.layers.terrain.dtm import TerrainParams
+    from pipeline.layers.terrain.ground import SMRF
+
+    cfg = layer_config("terrain")
+    assert SMRF(**cfg["ground"]) == SMRF() and TerrainParams(**cfg["products"]) == TerrainParams()
+    good = tmp_path / "good.yaml"
+    good.write_text("terrain:\n  ground:\n    window: 10\n")
+    assert layer_config("terrain", str(good))["ground"]["window"] == 10
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("terrain:\n  ground:\n    windw: 10\n")
+    with pytest.raises(ConfigError, match=r"terrain\.ground\.windw.*bad\.yaml.*window"):
+        layer_config("terrain", str(bad))

@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 
+from pipeline.core.config import layer_config
 from pipeline.synthetic.pipescene import Excavation
 
 ROT = np.radians(30.0)
@@ -119,7 +120,7 @@ def test_icp_aligns_a_second_scan():
     brings it back; the reported inlier RMSE is the noise level."""
     from pipeline.layers.pipes import fit as PL
 
-    cfg = PL.load_config()
+    cfg = layer_config("pipes")
     scene = Excavation(noise=0.01)
     a = scene.points()
     b = Excavation(noise=0.01, seed=7).points()

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import rasterio
 
+from pipeline.core.config import layer_config
 from pipeline.layers.road.analysis import pavement as P
 from pipeline.layers.road import analysis as R
 from pipeline.core.points import PointCloud
 from pipeline.synthetic.roadscene import (RoadScene, cast_depth_map, detect, read_amsterdam, score_casts,
                                 write_points)
 
-CFG = R.load_config()
+CFG = layer_config("road")
 
 
 # ------------------------------------------------------------------------------------------- indices

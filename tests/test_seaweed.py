@@ -11,11 +11,12 @@ import pytest
 import rasterio
 from scipy import ndimage
 
+from pipeline.core.config import layer_config
 from pipeline.layers.seaweed import beds as S
 from pipeline.core.raster import Grid
 from pipeline.synthetic.seascene import SPECIES, SeaScene
 
-CFG = S.load_config()
+CFG = layer_config("seaweed")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,8 @@ import os
 import numpy as np
 from scipy import ndimage
 
+from ...core.config import layer_config
 from ...core.errors import DeerInputError
-
-
-def load_config(path=None) -> dict:
-    from ...core.config import layer_config
-
-    return layer_config("deer", path)
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -559,7 +554,7 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
     from ...core.outputs import write_csv, write_json
     from ...core.raster import Grid, write_cog
 
-    cfg = load_config(config_path)  # the whole --config file checked before any input is read
+    cfg = layer_config("deer", config_path)  # the whole --config file checked before any input is read
     try:
         as_of_date = dt.date.fromisoformat(str(as_of)) if as_of else None
     except ValueError:

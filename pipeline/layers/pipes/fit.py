@@ -10,12 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def load_config(path=None) -> dict:
-    from ...core.config import layer_config
-
-    return layer_config("pipes", path)
-
-
 def _o3d(xyz):
     import open3d as o3d
 

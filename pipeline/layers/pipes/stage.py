@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ...core.config import layer_config
 from . import fit as PL
 from ...core.outputs import atomic_path, feature_collection, write_csv, write_json
 from ...core.rundir import RunDir
@@ -99,7 +100,7 @@ def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None =
           config_path: str | None = None, quiet: bool = False, **ingest_opts) -> dict:
     from ...stages.ingest import ingest
 
-    cfg = PL.load_config(config_path)
+    cfg = layer_config("pipes", config_path)
     if nominal:
         cfg["pipes"]["nominal_mm"] = sorted(int(n) for n in nominal)
     rd = RunDir(os.path.abspath(out_dir))

@@ -16,12 +16,6 @@ from . import evidence, pavement
 SUMS = ("n", "z", "zz", "i", "n11")  # per cell: count, sum z, sum z^2, sum intensity, count of class 11
 
 
-def load_config(path=None) -> dict:
-    from ...core.config import layer_config
-
-    return layer_config("road", path)
-
-
 # --------------------------------------------------------------------------------------------- trajectory
 @dataclass
 class Pass:

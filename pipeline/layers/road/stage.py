@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from ...core.config import layer_config
 from . import analysis as R
 from ...core.outputs import atomic, atomic_path, feature_collection, write_csv, write_json
 from ...core.runner import session
@@ -209,7 +210,7 @@ def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, 
          config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
     from ...core.raster import write_cog
 
-    cfg = R.load_config(config_path)
+    cfg = layer_config("road", config_path)
     out_dir = os.path.abspath(out_dir)
     ts, rd, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
                                  scheduler=scheduler, quiet=quiet, **tile_opts)

@@ -7,17 +7,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ...core.config import layer_config
 from ..terrain.ground import occupied_area
 from ...core.raster import Grid, fill_holes
 
 PRODUCTS = ("depth", "canopy_height", "cover", "volume", "backscatter_mean", "backscatter_std", "roughness",
             "soundings")
-
-
-def load_config(path=None) -> dict:
-    from ...core.config import layer_config
-
-    return layer_config("seaweed", path)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -234,7 +229,7 @@ def read_dive(path, cfg: dict | None = None, *, crs=None, target_crs=None) -> li
     """Dive-survey points with their species code (0: no vegetation); see pipeline/layers/dive.py."""
     from .dive import read_dive as _read
 
-    return _read(path, cfg or load_config(), crs=crs, target_crs=target_crs)
+    return _read(path, cfg or layer_config("seaweed"), crs=crs, target_crs=target_crs)
 
 
 def species_code(label: str, cfg: dict) -> int:

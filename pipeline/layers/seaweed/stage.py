@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from ...core.config import layer_config
 from . import beds as S
 from ...core.outputs import atomic_path, feature_collection, write_csv, write_json
 from ...core.raster import NODATA, write_cog
@@ -74,7 +75,7 @@ def quicklook(path, grid, prod, species, bed):
 def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, dive_crs: str | None = None,
             baseline: str | None = None, reference: str | None = None, survey: dict | None = None,
             config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    cfg = S.load_config(config_path)
+    cfg = layer_config("seaweed", config_path)
     out_dir = os.path.abspath(out_dir)
     ts, rd, codes = tiled_sheets(paths, out_dir, source, config_path=config_path, workers=workers,
                                  scheduler=scheduler, quiet=quiet, **tile_opts)

@@ -10,8 +10,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ground import SMRF, reclassify
 from .dtm import PRODUCTS, TerrainParams, terrain_products
+from .ground import SMRF, reclassify
+from ...core.config import layer_config
 from ...core.outputs import write_json
 from ...core.raster import NODATA, window_of, write_cog
 from ...core.sheets import sheet_apply
@@ -76,14 +77,17 @@ def sheet_products(cloud, grid, sheet) -> tuple[dict, object]:
 
 
 def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, keep_existing: bool = False,
-            smrf: SMRF = SMRF(), workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    """Tile the inputs into out_dir (incremental, see stages.tile), then ground + terrain per sheet, then COGs
-    under out_dir/terrain/<source>/<product>.tif."""
+            smrf: SMRF | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
+    """Tile the inputs into out_dir (incremental, see stages.tile; paths None: the sheets already there), then
+    ground + terrain per sheet, then COGs under out_dir/terrain/<source>/<product>.tif. The ground filter and
+    product parameters are the layer's config.yaml, overlaid by the `terrain:` section of --config."""
     out_dir = os.path.abspath(out_dir)
+    cfg = layer_config("terrain", tile_opts.get("config_path"))  # checked whole before any input is read
     ts, rd, codes = tiled_sheets(paths, out_dir, source, workers=workers, scheduler=scheduler, quiet=quiet,
                                  **tile_opts)
     grid_kind = rd.grid
-    p = TerrainParams(resolution=resolution)
+    smrf = smrf or SMRF(**{k: float(v) for k, v in cfg["ground"].items()})
+    p = TerrainParams(resolution=resolution, **{k: float(v) for k, v in cfg["products"].items()})
     margin = max(smrf.window + 2 * smrf.cell, 3 * p.slope_spacing)
     params = {"terrain": p.params(), "smrf": smrf.params(), "keep_existing": keep_existing}
     with rd.manifest() as man:
