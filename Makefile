@@ -9,7 +9,7 @@ DATA ?= ../shared/data
 
 $(STAMP): pyproject.toml .ci/setup.sh $(wildcard .ci/services-*.sh) .ci/preview-vendor.sh \
           pipeline/publish/preview/package-lock.json package-lock.json
-	VENV=$(VENV) bash .ci/setup.sh
+	VENV=$(VENV) PCPIPE_DATA=$(DATA) bash .ci/setup.sh
 
 setup: $(STAMP)
 

@@ -26,4 +26,15 @@ bash .ci/preview-vendor.sh
 # Node tools of the tests (Khronos glTF-Validator for the 3D Tiles content), pinned in package-lock.json.
 if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent;
 else echo "setup: npm absent: the glTF-Validator test will be skipped" >&2; fi
+# Validators npm does not serve under their names (3d-tiles-validator, copc-validator): their builds and lock files
+# sit in ../shared/tools (read-only in CI), copied under .services/ and installed there once.
+TOOLS="${PCPIPE_DATA:-../shared/data}/../tools"
+for t in 3d-tiles-validator copc-validator; do
+  if [ -d "$TOOLS/$t" ] && command -v npm >/dev/null; then
+    if [ ! -f ".services/$t/.installed" ]; then
+      rm -rf ".services/$t" && mkdir -p .services && cp -r "$TOOLS/$t" ".services/$t"
+      npm ci --omit=dev --no-audit --no-fund --silent --prefix ".services/$t" && touch ".services/$t/.installed"
+    fi
+  else echo "setup: $t not found in $TOOLS (or npm absent): its tests will be skipped" >&2; fi
+done
 touch "$VENV/.installed"
