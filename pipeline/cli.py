@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -101,84 +102,6 @@ def cmd_pdal_pipeline(a) -> int:
     json.dump(p, sys.stdout, indent=2, ensure_ascii=False)
     print()
     return 0
-
-
-def cmd_terrain(a) -> int:
-    from .layers.terrain.stage import terrain
-
-    s = terrain(a.paths, a.out, a.source, resolution=a.resolution, keep_existing=a.keep_existing,
-                grid_size=a.grid_size, crs=a.crs, assume_crs=a.assume_crs, target_crs=a.target_crs,
-                config_path=a.config, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet)
-    print(f"terrain {a.source}: {len(s['sheets'])} sheets at {a.resolution} m -> "
-          f"{os.path.dirname(s['files']['dtm'])}/ ({', '.join(os.path.basename(v) for v in s['files'].values())})")
-    return 0
-
-
-def cmd_deer(a) -> int:
-    from .layers.deer.capture import deer_layer
-
-    s = deer_layer(a.terrain, a.density, a.captures, a.out, roads_path=a.roads, config_path=a.config,
-                   as_of=a.as_of)
-    print(f"deer: capture gaps {s['gap_area_ha']} ha (blue), capturable {s['capturable_area_ha']} ha (red), "
-          f"{s['routes']} routes ({s['road_source']} roads) -> {a.out}")
-    return 0
-
-
-def cmd_road(a) -> int:
-    from .layers.road.stage import road
-
-    s = road(a.paths, a.out, a.source, trajectory=a.trajectory, previous=a.previous, config_path=a.config,
-             assume_crs=a.assume_crs, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet)
-    an = s["anomalies"]
-    print(f"road {a.source}: {len(s['passes'])} pass(es), {s['segments']} segments (class I/II/III: "
-          f"{s['classes']['I']}/{s['classes']['II']}/{s['classes']['III']}); {an['pothole']} potholes, "
-          f"{an['step']} steps, {an['bump']} bumps, {an['crack']} cracks -> {os.path.dirname(s['files']['summary'])}/")
-    for q in s["passes"]:
-        print(f"  pass {q['pass']}: {q['length_m']} m ({q['source']}), road {q['road_area_m2']} m2 at "
-              f"{q['density_pts_m2']} pts/m2, surface noise {q['surface_noise_mm']} mm, cracks "
-              f"{'attempted' if q['cracks_attempted'] else 'not attempted (density too low)'}")
-    if s["changes"]:
-        print("  against the previous survey: " + ", ".join(f"{v} {k}" for k, v in s["changes"].items()))
-    return 0
-
-
-def cmd_seaweed(a) -> int:
-    from .layers.seaweed.stage import seaweed
-
-    s = seaweed(a.paths, a.out, a.source, dive=a.dive, dive_crs=a.dive_crs, baseline=a.baseline, reference=a.reference,
-                survey={"date": a.date or ""},
-                config_path=a.config, height=a.height, crs=a.crs, assume_crs=a.assume_crs, workers=a.workers,
-                scheduler=a.scheduler, quiet=a.quiet)
-    m = s["species_model"]
-    print(f"seaweed {a.source}: {s['beds']} beds, {s['bed_area_ha']} ha"
-          + (f"; species from {m['used']} dive points (cross-validated accuracy "
-             f"{'n/a (one species)' if m['cv_accuracy'] is None else format(m['cv_accuracy'], '.3f')})" if m else
-             "; no dive points: species not classified")
-          + f" -> {os.path.dirname(s['files']['summary'])}/")
-    if s.get("reference_floor"):
-        q = s["reference_floor"]
-        print(f"  seafloor vs reference: {q['cells']} cells, offset {q['mean_offset_m']} m, RMS after offset "
-              f"{q['rms_after_offset_m']} m")
-    for r in s["jblue"]:
-        print(f"  {r['species']}: {r['area_ha']} ha, cover {r['mean_cover']}, CO2 {r['co2_t_per_year']} t/yr"
-              + (f", change {r['area_change_ha']:+} ha" if "area_change_ha" in r else ""))
-    return 0
-
-
-def cmd_pipes(a) -> int:
-    from .layers.pipes.stage import pipes
-
-    nominal = [int(v) for v in a.nominal.split(",")] if a.nominal else None
-    s = pipes(a.scans, a.out, gcp=a.gcp, nominal=nominal, date=a.date, config_path=a.config, crs=a.crs,
-              height=a.height, quiet=a.quiet)
-    for q in s["refused"]:
-        print(f"  REFUSED {q['input']}: [{q['code']}] {q['reason']}")
-    print(f"pipes: {len(s['pipes'])} pipe(s) from {len(s['scans'])} scan(s) -> {os.path.dirname(s['files']['csv'])}/")
-    for r in s["pipes"]:
-        print(f"  {r['id']}: {r['diameter_mm']} mm (nominal {r['nominal_mm']}), {r['length_m']} m, slope "
-              f"{r['slope_permille']} per mille, cover {r['cover_start_m']} / {r['cover_end_m']} m, fit RMS "
-              f"{r['fit_rms_mm']} mm, {r['arc_deg']:.0f} deg seen")
-    return 2 if s["refused"] else 0
 
 
 def cmd_run(a) -> int:
@@ -444,71 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sheets", help="tile: comma-separated sheet codes")
     s.set_defaults(func=cmd_pdal_pipeline)
 
-    s = sub.add_parser("terrain", help="DTM, DSM, canopy height, slope, aspect, hillshade as COGs")
-    s.add_argument("paths", nargs="+")
-    s.add_argument("--out", required=True, help="run directory (sheets are tiled there first)")
-    s.add_argument("--source", default="als", choices=SOURCES)
-    s.add_argument("--resolution", type=float, default=0.5)
-    s.add_argument("--keep-existing", action="store_true", help="use the inputs' own ground class where present")
-    tiling_options(s, "grid_size")
-    georef_options(s, "crs", "assume_crs", "target_crs")
-    runtime_options(s)
-    s.set_defaults(func=cmd_terrain)
-
-    s = sub.add_parser("deer", help="deer capture planning: gap areas, capturable areas, access routes")
-    s.add_argument("--terrain", required=True, help="folder with dtm.tif, slope.tif, chm.tif, hillshade.tif")
-    s.add_argument("--density", required=True, help="deer density: GeoJSON polygons (density) or CSV grid")
-    s.add_argument("--captures", required=True, help="capture records: GeoJSON points or CSV x,y,date,method")
-    s.add_argument("--roads", help="forest roads (GeoJSON lines); without them candidates are derived")
-    s.add_argument("--out", required=True)
-    runtime_options(s, "config", config="YAML with a 'deer:' section overriding pipeline/layers/deer/config.yaml")
-    s.add_argument("--as-of", help="survey date (ISO) for 'recent' captures; default: the latest capture")
-    s.set_defaults(func=cmd_deer)
-
-    s = sub.add_parser("road", help="road layer from MMS: potholes, steps, bumps, cracks, rut/IRI/MCI per segment")
-    s.add_argument("paths", nargs="+", help="MMS files or folders")
-    s.add_argument("--out", required=True, help="run directory (sheets; products under road/<source>/)")
-    s.add_argument("--source", default="mms", choices=SOURCES)
-    s.add_argument("--trajectory", help="CSV of time, E, N, H in the target CRS (default: rebuilt from GPS time)")
-    s.add_argument("--previous", help="an earlier road output (run directory or its road/<source>/) to compare")
-    runtime_options(s, "config",
-                    config="YAML with a road: mapping over pipeline/layers/road/config.yaml (and profiles:)")
-    georef_options(s, "assume_crs", assume_crs="CRS for inputs that carry none (e.g. 7415 for the Amsterdam tiles)")
-    runtime_options(s, "workers", "scheduler", "quiet")
-    s.set_defaults(func=cmd_road)
-
-    s = sub.add_parser("seaweed", help="seaweed beds from multibeam: floor, canopy, cover, beds, species, J Blue table")
-    s.add_argument("paths", nargs="+", help="multibeam files or folders")
-    s.add_argument("--out", required=True, help="run directory (sheets; products under seaweed/<source>/)")
-    s.add_argument("--source", default="mbes", choices=SOURCES)
-    s.add_argument("--dive", help="dive-survey points to train the species model: CSV with x,y / easting,northing / "
-                                  "E,N / lon,lat columns, species and date, or GeoJSON / GeoPackage points; species "
-                                  "by code, Japanese name, Latin name or genus, or bare / none / sand / rock / なし")
-    s.add_argument("--dive-crs", help="CRS of the dive points (default: the file's own; lon/lat columns JGD2011; "
-                                      "else the run's CRS)")
-    s.add_argument("--baseline", help="an earlier seaweed output (run directory or its seaweed/<source>/)")
-    s.add_argument("--date", help="survey date for the J Blue table (YYYY-MM-DD)")
-    s.add_argument("--reference", help="a BAG grid to compare the extracted seafloor with")
-    # --height without choices here, as before: the ingest stage refuses a wrong one
-    georef_options(s, "height", "crs", "assume_crs",
-                   height={"choices": None,
-                           "help": "what z is in the inputs (default: the mbes profile's, chart_datum)"})
-    runtime_options(s, config="YAML with a seaweed: mapping over pipeline/layers/seaweed/config.yaml (and profiles:)")
-    s.set_defaults(func=cmd_seaweed)
-
-    s = sub.add_parser("pipes", help="pipe ledger from iPhone scans of an excavation")
-    s.add_argument("scans", nargs="+", help="scans of one excavation (PLY, LAS, OBJ, 3d Scanner App export)")
-    s.add_argument("--out", required=True)
-    georef_options(s, "gcp", gcp="control points CSV (name,x,y,z,E,N,H) for local-frame scans")
-    s.add_argument("--nominal", help="nominal diameters in mm, comma-separated (default in pipes.yaml)")
-    s.add_argument("--date", help="scan date (YYYY-MM-DD) for the ledger")
-    georef_options(s, "crs", "height", crs="CRS of scans already in map coordinates",
-                   height={"choices": ["orthometric", "ellipsoidal"],
-                           "help": "what z is in scans already in map coordinates (default: a local frame, so "
-                                   "control points or a compound --crs are needed)"})
-    runtime_options(s, "config", "quiet",
-                    config="YAML with a pipes: mapping over pipeline/layers/pipes/config.yaml (and profiles:)")
-    s.set_defaults(func=cmd_pipes)
+    for lay in registry().values():  # each layer's own command (pcpipe terrain, road, ...), from its folder
+        if lay.cli:
+            importlib.import_module(lay.cli).add_command(sub, sys.modules[__name__])
 
     s = sub.add_parser("run", help="tile every source given, then the layer stages that read them (terrain, road)")
     s.add_argument("--out", required=True, help="run directory")

@@ -42,6 +42,7 @@ class Layer:
     key_figures: Callable | tuple = ()  # summary keys the catalog shows, or a function summary -> dict
     report_figures: Callable | None = None  # extra figures of a night's stage line: summary -> dict
     report_title: str | None = None  # its section's title in the night's report
+    cli: str | None = None  # module with add_command(subparsers, cli) and command(args): `pcpipe <name> FILES`
     report: str | None = None  # module with figures(summary, folder) and view(figures, charts), and report.html.j2
     overlays: tuple = ()  # Overlay of the preview map
     preview_raster: str | None = None  # a COG of the layer the preview draws as a coloured slope image

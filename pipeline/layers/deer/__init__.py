@@ -24,4 +24,4 @@ register(Layer(
               Overlay("deer_routes", "routes.geojson", "アクセス経路", "access routes",
                       {"color": "#f2c200", "weight": 3, "opacity": 0.95})),
     options={"density": "path", "captures": "path", "roads": "path", "as_of": "date"},
-    report_title="ニホンジカ捕獲 deer capture", report="pipeline.layers.deer.report"))
+    report_title="ニホンジカ捕獲 deer capture", report="pipeline.layers.deer.report", cli="pipeline.layers.deer.cli"))

@@ -36,4 +36,4 @@ register(Layer(
     overlays=(Overlay("pipes", "pipes.geojson", "埋設管", "pipes", {"color": "#7b3294", "weight": 5, "opacity": 0.9}),),
     extent_file="pipes.geojson", tileset=_tileset,
     options={"date": "date", "nominal": "whole_list"}, reads_inputs=True,
-    report_title="管路 pipes", report="pipeline.layers.pipes.report"))
+    report_title="管路 pipes", report="pipeline.layers.pipes.report", cli="pipeline.layers.pipes.cli"))

@@ -17,4 +17,4 @@ register(Layer(
                       {"color": "#d7191c", "fillColor": "#d7191c", "weight": 2, "fillOpacity": 0.6,
                        "byProperty": "type", "colours": {"pothole": "#d7191c", "step": "#fd8d3c"}}),),
     options={"trajectory": "path", "previous": "path"},
-    report_title="路面性状 road surface", report="pipeline.layers.road.report"))
+    report_title="路面性状 road surface", report="pipeline.layers.road.report", cli="pipeline.layers.road.cli"))

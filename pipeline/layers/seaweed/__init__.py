@@ -17,4 +17,4 @@ register(Layer(
                       {"color": "#006d2c", "fillColor": "#31a354", "weight": 1, "fillOpacity": 0.5}),),
     options={"dive": "path", "dive_crs": "crs", "baseline": "path", "reference": "path",
              "survey": {"date": "date", "site": "text", "method": "text", "sensor": "text"}},
-    report_title="藻場 seaweed beds", report="pipeline.layers.seaweed.report"))
+    report_title="藻場 seaweed beds", report="pipeline.layers.seaweed.report", cli="pipeline.layers.seaweed.cli"))

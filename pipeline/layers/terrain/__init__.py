@@ -14,4 +14,4 @@ register(Layer(
     keywords=("地形", "DEM", "傾斜", "terrain", "slope"), themes=("住宅・土地・建設", "司法・安全・環境"),
     colour="#66a61e", key_figures=("resolution", "quality"), preview_raster="slope.tif",
     options={"resolution": "positive", "keep_existing": "bool"},
-    report_title="地形 terrain", report="pipeline.layers.terrain.report"))
+    report_title="地形 terrain", report="pipeline.layers.terrain.report", cli="pipeline.layers.terrain.cli"))
