@@ -137,9 +137,26 @@ def test_preview_in_headless_chromium(published, tmp_path):
                 except PlaywrightTimeout:
                     pass
                 state = page.evaluate("window.previewState")
+                # The first screen: the sheets drawn at a readable size, nothing laid over the map but the
+                # collapsed layer switch, zoom and scale; every product listed beside it.
+                first = page.evaluate("""(() => {
+                    const m = document.getElementById('map').getBoundingClientRect();
+                    const inView = [...document.querySelectorAll('#map path.sheet-cell')].map(e =>
+                        e.getBoundingClientRect()).filter(r => r.right > m.left && r.left < m.right &&
+                        r.bottom > m.top && r.top < m.bottom);
+                    return {sheets: inView.length, minPx: Math.min(...inView.map(r => Math.max(r.width, r.height))),
+                            listed: document.querySelectorAll('#products li').length,
+                            legendOnMap: document.querySelectorAll('#map .legend').length,
+                            expanded: document.querySelectorAll('#map .leaflet-control-layers-expanded').length,
+                            legendSide: document.querySelectorAll('#side #legend .sw').length}; })()""")
                 shot = tmp_path / "preview.png"
                 cdp = page.context.new_cdp_session(page)
                 _screenshot(cdp, shot)
+                # a mesh tileset (the pipe ledger's) says what it loaded, not "0 tiles"
+                page.evaluate("window.preview.show3d('pipes')")
+                page.wait_for_function("window.previewState.tilesets.pipes.initialTilesLoaded", timeout=20000)
+                page.wait_for_timeout(300)
+                mesh_status = page.locator("#globe-status").inner_text()
                 page.evaluate("window.preview.zoomTo('als-deer')")
                 page.wait_for_timeout(300)
                 _screenshot(cdp, tmp_path / "preview-deer.png")
@@ -184,6 +201,13 @@ def test_preview_in_headless_chromium(published, tmp_path):
     assert "08ND7783" in popup and f"{mms.properties['pc:count']:,}" in popup, popup
     assert link == 1
     assert shot.stat().st_size > 50_000
+    # First screen: the group of products that lie together (all but the seaweed survey off Heda, 40 km away)
+    assert sorted(state["view"]["framed"]) == sorted(p.id for p in products if p.source != "mbes")
+    # the 1/500 sheet cells of ALS (2) and of the office's MMS/iPhone sheet, each drawn 40 px or more: not dots
+    assert first["sheets"] == 3 and first["minPx"] >= 40, first
+    assert first["listed"] == len(products) and first["legendSide"] == len(products)
+    assert first["legendOnMap"] == 0 and first["expanded"] == 0
+    assert not mesh_status.startswith("0 tile") and "(mesh)" in mesh_status, mesh_status
 
 
 def _screenshot(cdp, path):

@@ -138,7 +138,7 @@
       if (!it.sheet_geometry || seen[it.sheet]) return;
       seen[it.sheet] = true;
       L.geoJSON(it.sheet_geometry, {pane: "cells", interactive: false,
-        style: {color: "#333", weight: 1, dashArray: "2 3", fill: false}}).addTo(cells);
+        style: {color: "#333", weight: 1, dashArray: "2 3", fill: false, className: "sheet-cell"}}).addTo(cells);
       var c = it.sheet_geometry.coordinates[0];
       var lat = Math.max.apply(null, c.map(function (q) { return q[1]; }));
       var lon = Math.min.apply(null, c.map(function (q) { return q[0]; }));
@@ -203,13 +203,13 @@
         "<span class=\"sw\" style=\"background:" + esc(st.fillColor || st.color) + "\"></span>";
       over[sw + esc(o.title.ja + " / " + o.title.en) + " (" + n + ")"] = layer;
     });
-    L.control.layers(basemap ? base : null, over, {collapsed: false, position: "topright"}).addTo(map);
+    // collapsed: one button at the corner, opened on hover, so that it does not cover the data
+    L.control.layers(basemap ? base : null, over, {collapsed: true, position: "topright"}).addTo(map);
     L.control.scale({imperial: false}).addTo(map);
-    legend(map);
-    var all = D.products.map(function (p) { return latlngBounds(p.bbox); });
-    var b = all.reduce(function (a, x) { return a.extend(x); }, L.latLngBounds(all[0].getSouthWest(),
-      all[0].getNorthEast()));
-    map.fitBounds(b.pad(0.1));
+    legend();
+    var g = groups();
+    map.fitBounds(g[0].bounds.pad(0.1));
+    state.view = {groups: g.map(function (x) { return x.products; }), framed: g[0].products};
     syncLabels();
     api.zoomTo = function (id) {
       var p = D.products.filter(function (q) { return q.id === id; })[0];
@@ -219,30 +219,58 @@
     };
   }
 
-  function legend(map) {
-    var ctl = L.control({position: "bottomright"});
-    ctl.onAdd = function () {
-      var div = L.DomUtil.create("div", "legend");
-      var h = "<h4>成果 / products</h4>";
-      D.products.forEach(function (p) {
-        var dashed = p.kind !== "pointcloud";
-        h += "<div><span class=\"sw\" style=\"background:" + esc(p.colour) + (dashed ? ";opacity:0.4" : "") +
-          "\"></span>" + esc(p.kind_title.ja) + " (" + esc(p.source) + ")</div>";
+  function legend() {  // in the side panel, not over the map
+    var div = document.getElementById("legend");
+    if (!div) return;
+    var h = "<h4>凡例 / legend</h4>";
+    D.products.forEach(function (p) {
+      var dashed = p.kind !== "pointcloud";
+      h += "<div><span class=\"sw\" style=\"background:" + esc(p.colour) + (dashed ? ";opacity:0.4" : "") +
+        "\"></span>" + esc(p.kind_title.ja) + " (" + esc(p.source) + ")</div>";
+    });
+    if (D.slope) {
+      var stops = D.slope.stops, max = stops[stops.length - 1][0];
+      var grad = stops.map(function (s) {
+        return "rgb(" + s[1].join(",") + ") " + (100 * s[0] / max).toFixed(0) + "%";
+      }).join(",");
+      h += "<h4>" + esc(D.slope.title.ja + " / " + D.slope.title.en) + "</h4><div class=\"ramp\" " +
+        "style=\"background:linear-gradient(90deg," + grad + ")\"></div><div class=\"ticks\">" +
+        stops.map(function (s) { return "<span>" + s[0] + "°</span>"; }).join("") + "</div>";
+    }
+    div.innerHTML = h;
+  }
+
+  // The first view: the sheets of the group of products that lie together (footprints within GAP_M of each other)
+  // holding the most products, so that its 1/500 sheets are drawn at a readable scale; a survey spread over the prefecture would
+  // otherwise open as a few dots. The other groups are one click away in the side panel.
+  var GAP_M = 10000;
+  function groups() {
+    var boxes = D.products.map(function (p) { return latlngBounds(p.bbox); }), n = boxes.length;
+    var id = boxes.map(function (_, i) { return i; });
+    function root(i) { while (id[i] !== i) i = id[i] = id[id[i]]; return i; }
+    function gap(a, b) {  // metres between two boxes (0 when they overlap)
+      var dLat = Math.max(0, a.getSouth() - b.getNorth(), b.getSouth() - a.getNorth());
+      var lat = (a.getCenter().lat + b.getCenter().lat) / 2;
+      var dLon = Math.max(0, a.getWest() - b.getEast(), b.getWest() - a.getEast());
+      return Math.hypot(dLat * 111320, dLon * 111320 * Math.cos(lat * Math.PI / 180));
+    }
+    for (var i = 0; i < n; i++) for (var j = i + 1; j < n; j++) if (gap(boxes[i], boxes[j]) < GAP_M) id[root(i)] = root(j);
+    var out = {};
+    boxes.forEach(function (b, i) {
+      var r = root(i);
+      if (!out[r]) out[r] = {bounds: L.latLngBounds(b.getSouthWest(), b.getNorthEast()), products: [], sheets: 0};
+      out[r].bounds.extend(b);
+      D.products[i].items.forEach(function (it) {  // whole sheet cells in view, not just the data in them
+        if (it.sheet_geometry) it.sheet_geometry.coordinates[0].forEach(function (q) {
+          out[r].bounds.extend([q[1], q[0]]);
+        });
       });
-      if (D.slope) {
-        var stops = D.slope.stops, max = stops[stops.length - 1][0];
-        var grad = stops.map(function (s) {
-          return "rgb(" + s[1].join(",") + ") " + (100 * s[0] / max).toFixed(0) + "%";
-        }).join(",");
-        h += "<h4>" + esc(D.slope.title.ja + " / " + D.slope.title.en) + "</h4><div class=\"ramp\" " +
-          "style=\"background:linear-gradient(90deg," + grad + ")\"></div><div class=\"ticks\">" +
-          stops.map(function (s) { return "<span>" + s[0] + "°</span>"; }).join("") + "</div>";
-      }
-      L.DomEvent.disableClickPropagation(div);
-      div.innerHTML = h;
-      return div;
-    };
-    ctl.addTo(map);
+      out[r].products.push(D.products[i].id);
+      out[r].sheets += D.products[i].sheets.length;
+    });
+    return Object.keys(out).map(function (k) { return out[k]; }).sort(function (a, b) {
+      return b.products.length - a.products.length || b.sheets - a.sheets;
+    });
   }
 
   // ---------------------------------------------------------------------------------------------- side panel
@@ -363,7 +391,9 @@
     });
     function report() {
       var s = state.tilesets[state.activeTileset];
-      if (s) status.textContent = s.tilesWithPoints + " tiles, " + num(s.pointsLoaded) + " points loaded";
+      if (!s) return;
+      status.textContent = s.tilesWithPoints ? s.tilesWithPoints + " tiles, " + num(s.pointsLoaded) + " points loaded"
+        : s.tilesLoaded + " tile(s) loaded" + (s.tilesLoaded ? " (mesh)" : "");
     }
     api.show3d = function (source) {
       if (!sets[source]) return Promise.resolve(false);
