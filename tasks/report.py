@@ -107,9 +107,12 @@ def _manifest_query(run_dir, query, empty):
 
 
 def _stage_of(stages, source) -> dict | None:
-    """The stage that tiled a source tonight (its layer stage or tile:<source>; deer and publish never tile)."""
+    """The stage that tiled a source tonight (its layer stage or tile:<source>; publish and the layers that read
+    other layers' outputs, such as deer, never tile)."""
+    layers = registry()
     for rec in stages:
-        if rec.get("source") == source and rec.get("name") not in ("deer", "publish"):
+        lay = layers.get(rec.get("name"))
+        if rec.get("source") == source and rec.get("name") != "publish" and not (lay and lay.needs):
             return rec
     return None
 
