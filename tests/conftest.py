@@ -32,3 +32,15 @@ def demo_survey(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("demo")
     return make_survey(str(folder))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> pathlib.Path:
+    """The run folder (`<out>/tiles`: layers, 3dtiles/, preview, report) of one full `run_demo`, made once per
+    session and shared by the validator tests (about a minute: make one run, not one per test). READ-ONLY: a test
+    must not modify, add or delete anything in it; copy what you need to change into your own tmp_path."""
+    from pipeline.synthetic.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo-run-shared")
+    assert run_demo(str(out), workers=1, quiet=True) == 0, "the demo run did not accept every input or finish"
+    return out / "tiles"

@@ -444,10 +444,32 @@ def write_source_tileset(path: str, sheets: list[dict], *, source: str, extras: 
 
 
 # ----------------------------------------------------------------------------------------------- meshes
+def clean_mesh(mesh):
+    """Drop zero-area triangles, then the vertices no triangle uses (ball pivoting leaves the points it did not
+    reach), in place, keeping vertex normals and colours aligned. Both would get zero normals, which glTF
+    forbids (ACCESSOR_VECTOR3_NON_UNIT). Deterministic, so a PLY and a GLB of one mesh keep the same vertices."""
+    v, t = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+    if len(t):
+        area2 = np.linalg.norm(np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]]), axis=1)
+        mesh.remove_triangles_by_mask(area2 <= 1e-12)  # below a square micrometre: no direction
+    mesh.remove_unreferenced_vertices()
+    return mesh
+
+
+def unit_normals(normals: np.ndarray) -> np.ndarray:
+    """Unit vectors as glTF requires; a normal that still has no direction (triangles folded exactly onto each
+    other cancel) points up (+z) rather than being written as zero."""
+    n = np.asarray(normals, np.float64)
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    ok = np.isfinite(length[:, 0]) & (length[:, 0] > 1e-9)
+    return np.where(ok[:, None], n / np.where(ok[:, None], length, 1.0), [0.0, 0.0, 1.0])
+
+
 def mesh_glb(vertices: np.ndarray, triangles: np.ndarray, normals: np.ndarray | None = None,
              colours: np.ndarray | None = None, base_colour=(1.0, 1.0, 1.0, 1.0)) -> bytes:
     """Binary glTF of one TRIANGLES primitive: vertices (n, 3) ENU metres (z up, near the origin), triangles
-    (m, 3) indices, normals (n, 3) unit vectors, colours (n, 3) linear floats 0-1. Two-sided (open surfaces)."""
+    (m, 3) indices, normals (n, 3) (made unit length here), colours (n, 3) linear floats 0-1. Two-sided (open
+    surfaces)."""
     z2y = Z_UP_TO_Y_UP[:3, :3]
     blobs, views, accessors, attributes = [], [], [], {}
     offset = 0
@@ -467,8 +489,7 @@ def mesh_glb(vertices: np.ndarray, triangles: np.ndarray, normals: np.ndarray | 
     # Vertices are written y-up (glTF's convention), so the node needs no matrix.
     attributes["POSITION"] = add((vertices @ z2y.T).astype(np.float32), GLTF_FLOAT, "VEC3", 34962, minmax=True)
     if normals is not None:
-        nv = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-        attributes["NORMAL"] = add((nv @ z2y.T).astype(np.float32), GLTF_FLOAT, "VEC3", 34962)
+        attributes["NORMAL"] = add((unit_normals(normals) @ z2y.T).astype(np.float32), GLTF_FLOAT, "VEC3", 34962)
     if colours is not None:
         attributes["COLOR_0"] = add(np.clip(colours, 0, 1).astype(np.float32), GLTF_FLOAT, "VEC3", 34962)
     indices = add(np.ascontiguousarray(triangles, dtype=np.uint32).ravel(), 5125, "SCALAR", 34963)
@@ -494,7 +515,7 @@ def mesh_tileset(mesh_path: str, out_dir: str, origin, *, name: str | None = Non
     import open3d as o3d
     from pyproj import CRS
 
-    mesh = o3d.io.read_triangle_mesh(mesh_path)
+    mesh = clean_mesh(o3d.io.read_triangle_mesh(mesh_path))  # meshes of older runs kept unused vertices
     v = np.asarray(mesh.vertices, np.float64)
     if not len(v) or not len(mesh.triangles):
         raise Tiles3DError(f"{mesh_path}: no triangle mesh could be read")

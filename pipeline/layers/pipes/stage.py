@@ -24,11 +24,38 @@ def _read_xyz(path):
     return np.vstack(parts) if parts else np.zeros((0, 3))
 
 
+def write_mesh(path, mesh, colour=(0.8, 0.8, 0.8, 1.0)):
+    """Write a triangle mesh as PLY or binary glTF (by the extension), aside then renamed. The mesh is cleaned
+    first, in place (tiles.tiles3d.clean_mesh: no unused vertex, no zero-area triangle), so the PLY and GLB of
+    one mesh hold the same vertices and triangles. Every normal written is unit length: the PLY keeps the mesh's
+    own (normalised), the GLB's are recomputed from the triangles."""
+    import open3d as o3d
+    from tiles.tiles3d import clean_mesh, mesh_glb, unit_normals
+
+    clean_mesh(mesh)
+    if not len(mesh.triangles):
+        raise ValueError(f"{path}: the mesh has no triangle")
+    normals = np.array(mesh.vertex_normals)
+    off = np.abs(np.linalg.norm(normals, axis=1) - 1) > 1e-6  # only those: unit ones stay bit for bit
+    if off.any():
+        normals[off] = unit_normals(normals[off])
+        mesh.vertex_normals = o3d.utility.Vector3dVector(normals)
+    with atomic_path(path, path[:-4] + ".part" + path[-4:]) as tmp:  # extension last: open3d picks the format by it
+        if path.endswith(".glb"):  # open3d's glb fails the Khronos validator (data: URI, wrong bounds): our own
+            mesh.compute_vertex_normals()
+            with open(tmp, "wb") as fh:
+                fh.write(mesh_glb(np.asarray(mesh.vertices), np.asarray(mesh.triangles),
+                                  np.asarray(mesh.vertex_normals), base_colour=colour))
+        elif not o3d.io.write_triangle_mesh(tmp, mesh):
+            raise OSError(f"open3d could not write {path}")
+
+
 def _meshes(xyz_local, pipes_local, dest, cfg):
     """Excavation surface (ball pivoting) and one cylinder per pipe, as PLY and binary
     glTF, in the local frame whose origin the summary gives (glTF stores float32: EPSG:6676 metres would lose
     their millimetres)."""
     import open3d as o3d
+    from tiles.tiles3d import clean_mesh
 
     pc = PL._o3d(xyz_local)
     pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=0.05, max_nn=30))
@@ -36,23 +63,11 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
     # ball pivoting, not Poisson: open3d's Poisson gives another mesh on every run (see pipes.yaml)
     mesh = o3d.geometry.TriangleMesh.create_from_point_cloud_ball_pivoting(
         pc, o3d.utility.DoubleVector([float(r) for r in cfg["mesh"]["ball_radii_m"]]))
+    points = len(mesh.vertices)
     files = {}
-
-    def write(path, m, colour=(0.8, 0.8, 0.8, 1.0)):  # aside (extension last: open3d picks the format by it)
-        with atomic_path(path, path[:-4] + ".part" + path[-4:]) as tmp:
-            if path.endswith(".glb"):  # open3d's glb fails the Khronos validator (data: URI, wrong bounds): our own
-                from tiles.tiles3d import mesh_glb
-
-                m.compute_vertex_normals()
-                with open(tmp, "wb") as fh:
-                    fh.write(mesh_glb(np.asarray(m.vertices), np.asarray(m.triangles), np.asarray(m.vertex_normals),
-                                      base_colour=colour))
-            elif not o3d.io.write_triangle_mesh(tmp, m):
-                raise OSError(f"open3d could not write {path}")
-
-    for ext in ("ply", "glb"):
+    for ext in ("ply", "glb") if len(clean_mesh(mesh).triangles) else ():  # no surface: no file, as for pipes
         files[f"excavation_{ext}"] = os.path.join(dest, f"excavation.{ext}")
-        write(files[f"excavation_{ext}"], mesh)
+        write_mesh(files[f"excavation_{ext}"], mesh)
     cyl = o3d.geometry.TriangleMesh()
     for f in pipes_local:
         a, b = f["start"], f["end"]
@@ -70,8 +85,10 @@ def _meshes(xyz_local, pipes_local, dest, cfg):
     cyl.compute_vertex_normals()
     for ext in ("ply", "glb") if pipes_local else ():  # no pipe: no cylinder file (open3d cannot write 0 vertices)
         files[f"cylinders_{ext}"] = os.path.join(dest, f"pipes.{ext}")
-        write(files[f"cylinders_{ext}"], cyl, (0.9, 0.45, 0.1, 1.0))
-    return files, {"excavation_triangles": len(mesh.triangles), "cylinder_triangles": len(cyl.triangles)}
+        write_mesh(files[f"cylinders_{ext}"], cyl, (0.9, 0.45, 0.1, 1.0))
+    return files, {"excavation_triangles": len(mesh.triangles), "excavation_vertices": len(mesh.vertices),
+                   "excavation_points_unmeshed": points - len(mesh.vertices),
+                   "cylinder_triangles": len(cyl.triangles)}
 
 
 def quicklook(path, xyz, rows, res=0.01):
