@@ -2,9 +2,9 @@
 own temporary working folder, and end with assertions against the demo survey's known truth.
 
 Two ways of running, as analysts do:
-- on a shared run folder (PCPIPE_RUN = one `run_demo` made once per session, as `make demo` makes demo-out/tiles),
-  with the real samples of $PCPIPE_DATA where they are (the first notebook with PCPIPE_DATA pointing nowhere, so
-  that the "skipped: no real data" path runs too);
+- on a shared run folder (PCPIPE_RUN = the session's `demo_run` of tests/conftest.py, as `make demo` makes
+  demo-out/tiles), with the real samples of $PCPIPE_DATA where they are (the first notebook with PCPIPE_DATA
+  pointing nowhere, so that the "skipped: no real data" path runs too);
 - standalone (no PCPIPE_RUN: the notebook makes what it needs from the demo survey), the first notebook only.
 
 The stored notebooks carry no outputs and are exactly what notebooks/make_notebooks.py writes."""
@@ -111,49 +111,6 @@ def test_notebook_runs_standalone(path, kernel_env):
     out = stdout_of(nb)
     assert "checks passed" in out
     assert "(none: made from the demo survey below" in out
-
-
-def _build_run(out: pathlib.Path) -> None:
-    """What run_demo makes, stage by stage, without publishing (for when publishing cannot run here)."""
-    from pipeline.synthetic.demo import make_survey
-    from pipeline.layers.deer.capture import deer_layer
-    from pipeline.layers.pipes.stage import pipes
-    from pipeline.layers.road.stage import road
-    from pipeline.layers.seaweed.stage import seaweed
-    from pipeline.layers.terrain.stage import terrain
-    from pipeline.stages.tile import tile
-
-    f = make_survey(str(out))["files"]
-    run = str(out / "tiles")
-    common = {"config_path": f["config"], "workers": 1, "quiet": True}
-    for kind in ("mbes", "iphone"):
-        tile([f[kind]], run, kind, **common, **({"gcp": f["gcp"]} if kind == "iphone" else {}))
-    ter = terrain([f["als"]], run, "als", **common)
-    road([f["mms"]], run, "mms", **common)
-    seaweed([f["mbes"]], run, "mbes", dive=f["dive"], survey={"date": "2026-06-15", "site": "Heda, Izu (demo)"},
-            **common)
-    pipes([f["iphone"]], run, gcp=f["gcp"], date="2026-05-12", quiet=True)
-    d = f["deer"]
-    deer_layer(os.path.dirname(ter["files"]["dtm"]), d["density"], d["captures"], os.path.join(run, "deer"),
-               roads_path=d["roads"], config_path=f["config"])
-    (out / "demo-summary.json").write_text(json.dumps({"built_by": "tests/test_notebooks.py, without publishing"}))
-
-
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> pathlib.Path:
-    """One demo run folder for every notebook, as `make demo` makes demo-out/tiles."""
-    from pipeline.synthetic.demo import run_demo
-
-    out = tmp_path_factory.mktemp("demo-run")
-    try:
-        rc = run_demo(str(out), workers=1, quiet=True)
-    except Exception as e:  # publishing needs more than the notebooks do (preview vendor files, 3D Tiles ...)
-        print(f"run_demo failed ({type(e).__name__}: {e}); building the run stage by stage without publishing")
-        out = tmp_path_factory.mktemp("demo-run-stages")
-        _build_run(out)
-    else:
-        assert rc == 0, "the demo survey's inputs were not all accepted"
-    return out / "tiles"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
