@@ -115,6 +115,45 @@ def test_copc_js_reads_every_point_of_every_sheet(sheets, demo_survey):
     assert {r["dimensions"][-1] for p, r in zip(paths, results) if p in sheets["iphone"]} == {"confidence"}
 
 
+def _node_bounds(cube: np.ndarray, key) -> np.ndarray:
+    """A node's bounds as copc.js (Bounds.stepTo) and laspy (VoxelKey.bounds) compute them: halving from the info
+    cube in floating point."""
+    b = cube.copy()
+    for i in range(key.level - 1, -1, -1):
+        mid = b[:3] + (b[3:] - b[:3]) / 2
+        up = np.array([(key.x >> i) & 1, (key.y >> i) & 1, (key.z >> i) & 1], bool)
+        b = np.r_[np.where(up, mid, b[:3]), np.where(up, b[3:], mid)]
+    return b
+
+
+def test_every_point_lies_in_its_node_as_readers_compute_it(sheets):
+    """Without node tools: each node's chunk decoded on its own (laspy's hierarchy, lazrs), its points compared
+    with its bounds, closed faces (copc-validator's xyz check). Before, points on a node's lower Y face of both
+    ALS sheets rounded just outside it."""
+    import lazrs
+    from laspy.copc import CopcReader
+
+    for path in _all(sheets):
+        data = path.read_bytes()
+        with CopcReader.open(str(path)) as r:
+            cube = np.r_[r.copc_info.center - r.copc_info.halfsize, r.copc_info.center + r.copc_info.halfsize]
+            sc, off, pf = r.header.scales, r.header.offsets, r.header.point_format
+            entries = [(k, e) for k, e in r.root_page.entries.items() if e.point_count > 0]
+            total = 0
+            for key, e in entries:
+                out = np.zeros(e.point_count * pf.size, np.uint8)
+                lazrs.decompress_points_with_chunk_table(data[e.offset:e.offset + e.byte_size],
+                                                         r.laszip_vlr.record_data, out,
+                                                         [(e.point_count, e.byte_size)])
+                rec = laspy.PackedPointRecord.from_buffer(out, pf)
+                xyz = np.stack([rec[c] * sc[i] + off[i] for i, c in enumerate("XYZ")], axis=1)
+                b = _node_bounds(cube, key)
+                outside = ~np.all((xyz >= b[:3]) & (xyz <= b[3:]), axis=1)
+                assert not outside.any(), (path, key, xyz[outside][:3], b)
+                total += e.point_count
+            assert total == r.header.point_count
+
+
 def test_extra_bytes_min_max_are_the_data(sheets, demo_survey, tmp_path):
     """laspy's starting values (min = the type's maximum > max = its minimum) with the min/max bits on were written
     before; now COPC (all points at once) and LAZ sheets (chunks copied from parts, ranges merged from the parts'
