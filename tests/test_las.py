@@ -51,3 +51,7 @@ def test_all_fields_round_trip(tmp_path, compress):
     assert list(las.header.number_of_points_by_return) == [int((cols["return_number"] == r).sum())
                                                              for r in range(1, 16)]
     assert np.allclose(las.header.mins, [cols[k].min() for k in "xyz"])
+    # extra-bytes min/max stated from the data (laspy's starting values, min > max, were written before)
+    stated = {s.name.rstrip(b"\0").decode(): (s.options & 6, s.min[0], s.max[0])
+              for v in las.header.vlrs for s in getattr(v, "extra_bytes_structs", [])}
+    assert stated == {k: (6, cols[k].min(), cols[k].max()) for k in ("backscatter", "label")}

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.core.outputs import atomic
 
-from .lasfile import HEADER_SIZE, evlr_bytes, public_header, returns_histogram, vlr_bytes
+from .lasfile import HEADER_SIZE, ExtraBytesRanges, evlr_bytes, public_header, returns_histogram, vlr_bytes
 
 GRID_BITS = 7  # 128 voxels along a node's edge: one point per voxel is kept at each level
 GRID = 1 << GRID_BITS
@@ -79,7 +79,8 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
                system_identifier: str = "", cube=None) -> dict:
     """Write a laspy PackedPointRecord (PDRF 6/7/8, extra bytes included) as COPC.
     cube: optional (min x, min y, min z, edge) in metres, by default the data's bounding cube; the edge is
-    rounded up to a power of two of the scale (1 mm: 400 m -> 524.288 m). Returns node count, depth, points."""
+    rounded up to a power of two of the scale (1 mm: 400 m -> 524.288 m). The cube written starts half a unit
+    below the min corner (see below). Returns node count, depth, points."""
     records = points.array
     pdrf, record_length = points.point_format.id, points.point_format.size
     n = len(records)
@@ -106,9 +107,16 @@ def write_copc(path: str, points, *, scales, offsets, vlrs: list, global_encodin
     node_keys = [(int(level[i]), *_compact(int(node[i]), int(level[i]))) for i in starts]
     del node
     edge = (1 << k) * scales[0]
-    cmin = cmin * scales + offsets
+    # Nodes are cut on whole units, but readers compute node bounds in floating point from the info cube (centre
+    # -+ halfsize, then halving) and compare X * scale + offset with them, closed on both faces: a point on a
+    # lower face can round just outside its node. The cube is put half a unit below the integer grid, so every
+    # face lies half a unit (0.5 mm) away from any point, far beyond rounding, whichever convention a reader takes.
+    cmin = (cmin - 0.5) * scales + offsets
 
     n_extra = record_length - {6: 30, 7: 36, 8: 38}[pdrf]
+    ranges = ExtraBytesRanges(vlrs)
+    ranges.update(records)
+    vlrs = ranges.apply(vlrs)
     laz_vlr = lazrs.LazVlr.new_for_compression(pdrf, n_extra, True)
     all_vlrs = [("copc", 1, b"\0" * 160, "copc info"), ("laszip encoded", 22204, bytes(laz_vlr.record_data()),
                                                           "lazrs variable chunks")] + list(vlrs)

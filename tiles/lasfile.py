@@ -28,14 +28,110 @@ def evlr_bytes(user_id: str, record_id: int, data: bytes, description: str = "")
 
 
 def template_vlrs(header: laspy.LasHeader) -> list[tuple[str, int, bytes, str]]:
-    """The VLRs laspy would write for this header (WKT, extra bytes, our provenance), without LAZ/COPC ones."""
+    """The VLRs laspy would write for this header (WKT, extra bytes, our provenance), without LAZ/COPC ones.
+    The WKT is rewritten as OGC WKT1 (see wkt1); the extra-bytes min/max are laspy's starting values until a writer
+    sets them from its points (ExtraBytesRanges)."""
     buf = io.BytesIO()
     with laspy.open(buf, mode="w", header=header, do_compress=False, closefd=False):
         pass
     buf.seek(0)
     with laspy.open(buf, closefd=False) as r:
-        return [(v.user_id, v.record_id, bytes(v.record_data_bytes()), v.description) for v in r.header.vlrs
-                if v.user_id not in ("laszip encoded", "copc")]
+        out = []
+        for v in r.header.vlrs:
+            if v.user_id in ("laszip encoded", "copc"):
+                continue
+            data = bytes(v.record_data_bytes())
+            if (v.user_id, v.record_id) == WKT_RECORD:
+                data = wkt1(v.parse_crs()).encode() + b"\0"
+            out.append((v.user_id, v.record_id, data, v.description))
+        return out
+
+
+def wkt1(crs) -> str:
+    """OGC WKT1 as the LAS 1.4 specification asks for the WKT VLR (laspy writes WKT2, which GDAL-less readers
+    such as proj4js cannot load). GDAL's flavour with its axes: without them EPSG:6676 (northing, easting) reads
+    back as an unidentified east-north CRS and the compound loses its EPSG code."""
+    return crs.to_wkt("WKT1_GDAL", output_axis_rule=True) or crs.to_wkt()
+
+
+WKT_RECORD = ("LASF_Projection", 2112)
+EB_RECORD = ("LASF_Spec", 4)
+EB_SIZE = 192
+EB_MIN_MAX = 0x06  # option bits "min is relevant", "max is relevant"
+_EB_LONG = {1: "<u8", 3: "<u8", 5: "<u8", 7: "<u8", 2: "<i8", 4: "<i8", 6: "<i8", 8: "<i8", 9: "<f8", 10: "<f8"}
+
+
+class ExtraBytesRanges:
+    """Min and max of each typed extra-bytes field over the points written, put into the Extra Bytes VLR at the
+    end. laspy's template keeps its starting values (min = the type's maximum, max = its minimum) with the min/max
+    option bits on; readers trust them (copc.js fails on a uint64 min of 2^64-1). Values are the stored (raw)
+    ones, as laspy keeps them; fields with no value (no points, all no-data or NaN) get the bits cleared."""
+
+    def __init__(self, vlrs: list):
+        payload = next((d for u, r, d, _ in vlrs if (u, r) == EB_RECORD), b"")
+        self.entries = []  # (index, name, long dtype, element count, no-data or None)
+        for i in range(len(payload) // EB_SIZE):
+            e = payload[i * EB_SIZE:(i + 1) * EB_SIZE]
+            t, opt = e[2], e[3]
+            if not 1 <= t <= 30:  # 0: undocumented bytes, no min/max
+                continue
+            base, count = (t - 1) % 10 + 1, (t - 1) // 10 + 1
+            nodata = np.frombuffer(e[40:64], _EB_LONG[base])[:count] if opt & 1 else None
+            self.entries.append((i, e[4:36].split(b"\0", 1)[0].decode(), np.dtype(_EB_LONG[base]), count, nodata))
+        self.lo = {i: [None] * count for i, _n, _l, count, _nd in self.entries}  # None: no value yet
+        self.hi = {i: [None] * count for i, _n, _l, count, _nd in self.entries}
+        self.unknown = set()  # entries whose range cannot be told (a merged part did not state it)
+
+    def update(self, arr: np.ndarray) -> None:
+        if not len(arr):
+            return
+        for i, name, long, count, nodata in self.entries:
+            v = np.asarray(arr[name]).reshape(len(arr), count).astype(long)
+            for j in range(count):
+                col = v[:, j]
+                col = col[col != nodata[j]] if nodata is not None else col
+                col = col[~np.isnan(col)] if long.kind == "f" else col
+                if col.size:
+                    self._fold(i, j, col.min(), col.max())
+
+    def _fold(self, i: int, j: int, lo, hi) -> None:
+        self.lo[i][j] = lo if self.lo[i][j] is None else min(self.lo[i][j], lo)
+        self.hi[i][j] = hi if self.hi[i][j] is None else max(self.hi[i][j], hi)
+
+    def read(self, vlrs: list) -> None:
+        """Fold in the ranges another file's Extra Bytes VLR states (same fields). A range it does not state, or
+        states upside down (laspy's starting values), makes that field's range unknown."""
+        payload = next((d for u, r, d, _ in vlrs if (u, r) == EB_RECORD), b"")
+        for i, _name, long, count, _nd in self.entries:
+            e = payload[i * EB_SIZE:(i + 1) * EB_SIZE]
+            if len(e) < EB_SIZE or e[3] & EB_MIN_MAX != EB_MIN_MAX:
+                self.unknown.add(i)
+                continue
+            lo, hi = np.frombuffer(e[64:88], long)[:count], np.frombuffer(e[88:112], long)[:count]
+            if not np.all(lo <= hi):
+                self.unknown.add(i)
+                continue
+            for j in range(count):
+                self._fold(i, j, lo[j], hi[j])
+
+    def apply(self, vlrs: list) -> list:
+        """The VLRs with the Extra Bytes payload's min/max set (same length: a writer may rewrite it in place)."""
+        out = []
+        for u, r, d, desc in vlrs:
+            if (u, r) == EB_RECORD:
+                d = bytearray(d)
+                for i, _name, long, count, _nd in self.entries:
+                    at, lo, hi = i * EB_SIZE, self.lo[i], self.hi[i]
+                    d[at + 64:at + 112] = b"\0" * 48
+                    if i in self.unknown or any(v is None for v in lo):
+                        d[at + 3] &= ~EB_MIN_MAX & 0xFF
+                    else:
+                        d[at + 3] |= EB_MIN_MAX
+                        d[at + 64:at + 64 + 8 * count] = np.asarray(lo, long).tobytes()
+                        d[at + 88:at + 88 + 8 * count] = np.asarray(hi, long).tobytes()
+                d = bytes(d)
+            out.append((u, r, d, desc))
+        return out
 
 
 def public_header(*, pdrf: int, compressed: bool, record_length: int, n_vlrs: int, offset_to_points: int,
@@ -85,6 +181,7 @@ class RawLasWriter:
             n_extra = self.pf.size - laspy.PointFormat(self.pf.id).size
             self.laz_vlr = lazrs.LazVlr.new_for_compression(self.pf.id, n_extra, compress == "variable")
             vlrs = vlrs + [("laszip encoded", 22204, bytes(self.laz_vlr.record_data()), "lazrs")]
+        self.vlrs, self.ranges = vlrs, ExtraBytesRanges(vlrs)
         self.vlr_blob = b"".join(vlr_bytes(u, r, d, desc) for u, r, d, desc in vlrs)
         self.n_vlrs = len(vlrs)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -107,6 +204,7 @@ class RawLasWriter:
             self.lo[i] = min(self.lo[i], int(arr[k].min()))
             self.hi[i] = max(self.hi[i], int(arr[k].max()))
         self.returns += returns_histogram(arr["bit_fields"] & 0x0F)
+        self.ranges.update(arr)
         self.count += len(arr)
         if self.comp is None:
             self.f.write(arr.tobytes())
@@ -128,6 +226,10 @@ class RawLasWriter:
             self.comp.done()
         sc, off = np.asarray(self.header.scales), np.asarray(self.header.offsets)
         mins, maxs = (self.lo * sc + off, self.hi * sc + off) if self.count else (np.zeros(3), np.zeros(3))
+        blob = b"".join(vlr_bytes(u, r, d, desc) for u, r, d, desc in self.ranges.apply(self.vlrs))
+        assert len(blob) == len(self.vlr_blob)
+        self.f.seek(HEADER_SIZE)
+        self.f.write(blob)  # the extra-bytes min/max, known now
         self.f.seek(0)
         self.f.write(public_header(pdrf=self.pf.id, compressed=bool(self.compress), record_length=self.pf.size,
                                    n_vlrs=self.n_vlrs, offset_to_points=HEADER_SIZE + len(self.vlr_blob),
@@ -144,6 +246,15 @@ class RawLasWriter:
         finally:
             if os.path.exists(self.tmp):
                 os.remove(self.tmp)
+
+
+def _read_vlrs(path: str, facts) -> list:
+    out = []
+    with open(path, "rb") as f:
+        for user, rid, pos, length, _ev in facts.vlrs:
+            f.seek(pos)
+            out.append((user, rid, f.read(length), ""))
+    return out
 
 
 def merge_laz(path: str, parts: list[str], header: laspy.LasHeader, system_identifier: str = "") -> int:
@@ -165,6 +276,11 @@ def merge_laz(path: str, parts: list[str], header: laspy.LasHeader, system_ident
     if not vlr.uses_variable_size_chunks():
         raise ValueError("parts must use variable-size chunks to be merged")
     vlrs = template_vlrs(header) + [("laszip encoded", 22204, laz_payloads[0], "lazrs")]
+    ranges = ExtraBytesRanges(vlrs)  # the parts' stated extra-bytes ranges: their points are not decoded
+    for p, fa in zip(parts, facts):
+        if fa.point_count:
+            ranges.read(_read_vlrs(p, fa))
+    vlrs = ranges.apply(vlrs)
     blob = b"".join(vlr_bytes(u, r, d, desc) for u, r, d, desc in vlrs)
     table, count, by_return = [], 0, np.zeros(15, np.int64)
     mins, maxs = np.full(3, np.inf), np.full(3, -np.inf)
