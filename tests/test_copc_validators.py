@@ -1,7 +1,7 @@
 """COPC sheets that the ecosystem's own readers accept: copc-validator --deep (hobuinc) finds no failed check on the
 sheets of every source (ALS, MMS, MBES, iPhone), copc.js (the reader web COPC viewers use) opens every sheet and
 reads every point of every node, extra-bytes min/max are those of the data, and the WKT is OGC WKT1 from which
-pyproj and laspy read the compound CRS back. Inputs: the synthetic demo survey."""
+pyproj and laspy read the compound CRS back. Inputs: the sheets of the session's shared demo run."""
 import json
 import pathlib
 import shutil
@@ -42,9 +42,11 @@ def _tile_sources(survey: dict, out, fmt: str, sources=SOURCES) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sheets(demo_survey, tmp_path_factory) -> dict:
-    """source -> its COPC sheet paths, all sources tiled into one run directory."""
-    return _tile_sources(demo_survey, tmp_path_factory.mktemp("copc-run"), "copc")
+def sheets(demo_run) -> dict:
+    """source -> its COPC sheet paths in the session's shared demo run (read only)."""
+    out = {src: sorted((demo_run / src).glob("*.copc.laz")) for src in SOURCES}
+    assert all(out.values()), out
+    return out
 
 
 def _all(sheets: dict) -> list:
