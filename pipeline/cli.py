@@ -194,7 +194,8 @@ def cmd_sheet(a) -> int:
 
 
 def cmd_tiles3d(a) -> int:
-    from .stages.tiles3d import pipes_tileset, tiles3d
+    from .layers.pipes.tileset import pipes_tileset
+    from .stages.tiles3d import tiles3d
 
     s = tiles3d(a.sheets_dir, a.out, workers=a.workers, scheduler=a.scheduler, quiet=a.quiet,
                 max_points_per_tile=a.max_points_per_tile, precision=a.precision, geoid=a.geoid)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from pyproj import CRS, Transformer
 
-from pipeline.stages.tiles3d import pipes_tileset, tiles3d
+from pipeline.layers.pipes.tileset import pipes_tileset
+from pipeline.stages.tiles3d import tiles3d
 from tiles.mapsheet import sheet_bounds
 from tiles.tiles3d import TilingParams, mesh_tileset, read_glb, write_sheet
 

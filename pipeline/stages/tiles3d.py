@@ -3,7 +3,6 @@ each sheet an external tileset (see tiles.tiles3d for the format and the placeme
 
   tiles3d(RUN_DIR/tiles/mms, OUT)  ->  OUT/tileset.json, OUT/<SHEET>/tileset.json, OUT/<SHEET>/*.glb
   tiles3d(RUN_DIR/tiles, OUT)      ->  OUT/<source>/tileset.json ... for every source folder found
-  pipes_tileset(PIPES_DIR, OUT)    ->  OUT/tileset.json with the excavation surface and the pipe cylinders
 
 Sheets are converted in parallel (pipeline.core.runner), one task per sheet file: tasks get paths and return small
 summaries. A sheet that cannot be converted is listed with its reason and left out of its source's tileset; the
@@ -15,10 +14,7 @@ import json
 import os
 import time
 
-import numpy as np
-
-from tiles.tiles3d import (TilingParams, box_corners, enclosing_box, mesh_tileset, write_sheet,
-                           write_source_tileset)
+from tiles.tiles3d import TilingParams, write_sheet, write_source_tileset
 
 from ..core.errors import Tiles3DError
 from ..core.outputs import write_json
@@ -139,39 +135,3 @@ def tiles3d(sheets_dir, out_dir, *, workers=None, scheduler=None, quiet=False,
     write_json(os.path.join(out_dir, "tiles3d-summary.json"), summary, indent=2, ensure_ascii=False)
     summary["summary_path"] = os.path.join(out_dir, "tiles3d-summary.json")
     return summary
-
-
-def pipes_tileset(pipes_dir: str, out_dir: str, *, geoid: str = TilingParams.geoid) -> dict:
-    """The pipes stage's meshes (excavation surface, pipe cylinders; local frame at the summary's mesh_origin,
-    EPSG:6676 + T.P.) as one tileset: out_dir/tileset.json referencing out_dir/<mesh>/tileset.json."""
-    path = os.path.join(pipes_dir, "pipes-summary.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: not found (give the pipes stage's output folder)")
-    with open(path, encoding="utf-8") as f:
-        s = json.load(f)
-    if "mesh_origin" not in s:
-        raise ValueError(f"{path}: has no mesh_origin; rerun the pipes stage")
-    children, written = [], []
-    # The PLY twins of the meshes are read: open3d's glb export is not valid glTF (nor readable by open3d).
-    for key, name, colour in (("excavation_ply", "excavation", (0.75, 0.7, 0.6, 1.0)),
-                              ("cylinders_ply", "pipes", (0.9, 0.2, 0.1, 1.0))):
-        mesh = s.get("files", {}).get(key)
-        if not mesh or not os.path.exists(mesh):
-            continue
-        r = mesh_tileset(mesh, os.path.join(out_dir, name), s["mesh_origin"], name=f"{name}.glb", geoid=geoid,
-                         base_colour=colour,
-                         extras={"pipes": [p["id"] for p in s.get("pipes", [])]} if name == "pipes" else None)
-        children.append({"boundingVolume": r["bounding_volume"], "geometricError": 1.0,
-                         "content": {"uri": f"{name}/tileset.json"}})
-        written.append(r["tileset"])
-    if not children:
-        raise ValueError(f"{path}: lists no mesh (excavation_ply, cylinders_ply) that exists")
-    corners = np.vstack([box_corners(c["boundingVolume"]["box"]) for c in children])
-    doc = {"asset": {"version": "1.1", "generator": "pcpipe tiles3d"}, "geometricError": 8.0,
-           "extras": {"source": "pipes", "mesh_origin": s["mesh_origin"], "geoid": geoid,
-                      "pipes": [p["id"] for p in s.get("pipes", [])]},
-           "root": {"boundingVolume": enclosing_box(corners), "geometricError": 1.0, "refine": "ADD",
-                    "children": children}}
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "tileset.json"), doc, indent=1)
-    return {"tileset": os.path.join(out_dir, "tileset.json"), "meshes": written}

@@ -13,7 +13,7 @@ def _run(run_dir, source, inputs, options):
 
 
 def _tileset(folder, out):
-    from ...stages.tiles3d import pipes_tileset
+    from .tileset import pipes_tileset
 
     return pipes_tileset(folder, out)
 
