@@ -227,6 +227,14 @@ def _iso(d: dt.datetime) -> str:
     return d.astimezone(JST).strftime("%Y-%m-%dT%H:%M:%S+09:00")
 
 
+def utc(s: str | None) -> str | None:
+    """A product time (JST) in UTC with "Z", as STAC's schemas want it (they take "Z" or "+00:00" only)."""
+    if not s:
+        return None
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
 def _day(s: str) -> tuple[str, str]:
     """First and last second of a survey day (JST)."""
     d = dt.date.fromisoformat(str(s)[:10])
