@@ -146,10 +146,22 @@ def test_publish_three_times_leaves_one_dataset_per_product(server, run_dir, cap
 def test_metadata_a_japanese_catalog_expects(server, run_dir):
     prods = {p.id: p for p in products(run_dir)}
     publish(server, run_dir, list(prods.values()))
+    licences = {lic["id"]: lic for lic in api(server).action.license_list()}  # CKAN's default licence register
     for pid, name in (("mms-pointcloud", "vs-demo-mms-pointcloud"), ("iphone-pipes", "vs-demo-iphone-pipes")):
         p, pkg = prods[pid], state(server, name)
         extras = {e["key"]: e["value"] for e in pkg["extras"]}
-        assert pkg["license_id"] == "cc-by-4.0" and extras["attribution"].startswith("静岡県")
+        assert pkg["license_id"] == "cc-by" and "cc-by" in licences
+        assert pkg["license_title"] == licences["cc-by"]["title"]  # CKAN knows it: its own title, not the id
+        assert extras["attribution"].startswith("静岡県")
+        assert "CC BY 4.0" in extras["license_agreement"] and extras["license_url"] in extras["license_agreement"]
+        assert extras["license_url"] == "https://creativecommons.org/licenses/by/4.0/"
+        # G空間情報センター's fields
+        assert (extras["area"], extras["charge"], extras["emergency"]) == ("静岡県", "無償", "平常時")
+        assert extras["restriction"].startswith("なし")
+        assert "EPSG:6676" in extras["quality"] and p.start[:10] in extras["quality"]
+        assert pkg["version"] == p.end[:10]
+        quicklooks = [a.href for a in p.files() if a.href.endswith("quicklook.png")]
+        assert extras.get("thumbnail_url") == (f"{BASE}/{quicklooks[0]}" if quicklooks else None)
         assert pkg["title"] == f"{p.title['ja']} / {p.title['en']}"
         assert p.description["ja"] in pkg["notes"] and p.description["en"] in pkg["notes"]
         assert pkg["organization"]["name"] == server.org and not pkg["private"]
@@ -169,7 +181,10 @@ def test_metadata_a_japanese_catalog_expects(server, run_dir):
         assert {"VIRTUAL SHIZUOKA", "静岡県", p.source} <= tags
     mms = {e["key"]: e["value"] for e in state(server, "vs-demo-mms-pointcloud")["extras"]}
     assert float(mms["point_density"]) == pytest.approx(prods["mms-pointcloud"].density)
-    assert mms["temporal_start"] == "2026-04-02T00:00:00Z"
+    assert f"点密度 / point density {prods['mms-pointcloud'].density:g} pts/m²" in mms["quality"]
+    assert mms["temporal_start"] == "2026-04-02T00:00:00+09:00"  # the survey day in JST
+    pipes = {e["key"]: e["value"] for e in state(server, "vs-demo-iphone-pipes")["extras"]}
+    assert pipes["thumbnail_url"] == f"{BASE}/pipes/quicklook.png"
 
 
 def test_a_changed_file_updates_only_its_resource(server, run_dir):

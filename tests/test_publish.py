@@ -65,9 +65,9 @@ def test_publish_three_times_to_ckan_and_stac_api(run_dir):
         # one COPC sheet (a link under the base URL) and the uploaded index
         urls = {r["name"]: r["url"] for r in mms["resources"]}
         assert urls["08ND7783.copc.laz"] == f"{base}/mms/08ND7783.copc.laz"
-        assert mms["license_id"] == "cc-by-4.0"
+        assert mms["license_id"] == "cc-by"
         items = requests.get(f"{stac}/collections/mbes-pointcloud/items", timeout=30).json()["features"]
-        assert sorted(i["id"] for i in items) == ["mbes-08NE8610", "mbes-08NE8620"]
+        assert sorted(i["id"] for i in items) == ["mbes-08ne8610", "mbes-08ne8620"]  # STAC ids: lower case
         assert items[0]["assets"]["copc"]["href"].startswith(base + "/mbes/")
     # local outputs: 3D Tiles per source, catalog, preview
     for rel in ("3dtiles/mms/tileset.json", "3dtiles/mbes/tileset.json", "catalog.json", "preview/index.html"):

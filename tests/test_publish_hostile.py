@@ -296,7 +296,7 @@ def test_single_point_sheet_gets_a_valid_item(run, monkeypatch):
     products = prodmod.discover(run["run"], survey=SURVEY, dates={"als": "2026-04-01"})
     summary = stac.write_catalog(run["run"], products)
     assert summary["validation"]["objects"]["Feature"] == 3
-    path = os.path.join(run["run"], "stac", "als-pointcloud", "items", "als-08ND8798.json")
+    path = os.path.join(run["run"], "stac", "als-pointcloud", "items", "als-08nd8798.json")  # STAC ids: lower case
     item = json.load(open(path, encoding="utf-8"))
     assert item["properties"]["pc:count"] == 1
     assert item["properties"]["proj:bbox"] == [-8790.0, -116980.0, -8790.0, -116980.0]

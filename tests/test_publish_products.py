@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pyproj import Transformer
 
-from pipeline.publish.products import discover, footprint
+from pipeline.publish.products import discover, footprint, utc
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,12 @@ def test_point_cloud_products_match_the_sheets(run_dir):
 
 def test_dates_given_beat_file_times(run_dir):
     ps = {p.id: p for p in discover(run_dir, dates={"mbes": "2026-06-15"})}
-    assert (ps["mbes-pointcloud"].start, ps["mbes-pointcloud"].end) == ("2026-06-15T00:00:00Z", "2026-06-15T23:59:59Z")
+    # a survey day is a JST calendar day
+    assert (ps["mbes-pointcloud"].start, ps["mbes-pointcloud"].end) == ("2026-06-15T00:00:00+09:00",
+                                                                        "2026-06-15T23:59:59+09:00")
     assert ps["mbes-pointcloud"].dates_from == "given at publication"
+    assert [utc(t) for t in (ps["mbes-pointcloud"].start, ps["mbes-pointcloud"].end)] == \
+           ["2026-06-14T15:00:00Z", "2026-06-15T14:59:59Z"]
     # the demo MMS file has week-second GPS time: no date in it, so the inputs' file times are used, and said so
     assert ps["mms-pointcloud"].dates_from.startswith("modification times")
 

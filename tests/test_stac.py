@@ -8,12 +8,15 @@ import http.server
 import json
 import logging
 import os
+import pathlib
 import shutil
 import threading
 import urllib.request
 
 import laspy
 import numpy as np
+import pystac
+import pystac.validation
 import pytest
 from pyproj import CRS, Transformer
 
@@ -125,7 +128,9 @@ def test_item_counts_equal_index_sheets(published, run_dir):
         got = items[f"{source}-pointcloud"]
         assert len(got) == len(codes) == 2
         assert sorted(d["properties"]["sheet"] for _, d in got) == codes
-        assert sorted(d["id"] for _, d in got) == [f"{source}-{c}" for c in codes]
+        # ids in lower case (STAC best practice), the sheet code as written in `sheet` and the file name
+        assert sorted(d["id"] for _, d in got) == [f"{source}-{c.lower()}" for c in codes]
+        assert sorted(os.path.basename(p) for p, _ in got) == [f"{source}-{c.lower()}.json" for c in codes]
     assert len(items["als-terrain"]) == 1
 
 
@@ -147,15 +152,19 @@ def test_pointcloud_fields_match_copc_headers(published, run_dir):
                 want = {"FloatingPoint": "floating", "SignedInteger": "signed"}.get(kinds[s["name"]], "unsigned")
                 assert s["type"] == want, s
             assert p["pc:type"] == ("sonar" if cid.startswith("mbes") else "lidar")
-            assert p["pc:encoding"] and p["pc:density"] > 0
+            assert "pc:encoding" not in p and p["pc:density"] > 0  # v2.0.0 has no pc:encoding
+            assert stac.EXT_PC.endswith("/pointcloud/v2.0.0/schema.json") and stac.EXT_PC in d["stac_extensions"]
             z = [s for s in p["pc:statistics"] if s["name"] == "Z"][0]
             assert z["minimum"] == pytest.approx(h.mins[2]) and z["maximum"] == pytest.approx(h.maxs[2])
             assert a["file:size"] == os.path.getsize(copc)
             assert a["file:checksum"] == "1220" + hashlib.sha256(open(copc, "rb").read()).hexdigest()
-            # a survey day is published as that whole day (UTC)
-            first, last = ("2026-04-01", "2026-04-01") if cid.startswith("als") else ("2026-06-15", "2026-06-16")
-            assert p["datetime"] is None
-            assert (p["start_datetime"], p["end_datetime"]) == (f"{first}T00:00:00Z", f"{last}T23:59:59Z")
+            # a survey day is that whole JST day (00:00+09:00 is 15:00Z the day before); one day has a datetime
+            if cid.startswith("als"):  # 2026-04-01
+                assert (p["datetime"], p["start_datetime"], p["end_datetime"]) == \
+                       ("2026-03-31T15:00:00Z", "2026-03-31T15:00:00Z", "2026-04-01T14:59:59Z")
+            else:  # 2026-06-15 .. 2026-06-16
+                assert p["datetime"] is None
+                assert (p["start_datetime"], p["end_datetime"]) == ("2026-06-14T15:00:00Z", "2026-06-16T14:59:59Z")
 
 
 def test_projection_fields(published, run_dir):
@@ -244,13 +253,13 @@ def test_copied_folder_stays_valid(published, run_dir, tmp_path):
 
 
 def test_field_checks_catch_mistakes():
-    good = {"type": "Feature", "properties": {"pc:count": 3, "pc:type": "lidar", "pc:encoding": "LASzip",
+    good = {"type": "Feature", "properties": {"pc:count": 3, "pc:type": "lidar",
                                               "pc:schemas": [{"name": "X", "size": 8, "type": "floating"}]}}
     assert stac.check_extension_fields(good, stac.EXT_PC) == []
     bad = json.loads(json.dumps(good))
-    bad["properties"].update({"pc:type": "laser", "pc:count": -1})
+    bad["properties"].update({"pc:type": "laser", "pc:count": -1, "pc:encoding": "LASzip"})  # v1's field
     bad["properties"]["pc:schemas"][0]["type"] = "floatingpoint"
-    assert len(stac.check_extension_fields(bad, stac.EXT_PC)) == 3
+    assert len(stac.check_extension_fields(bad, stac.EXT_PC)) == 4
     assert stac.check_extension_fields({"type": "Feature", "properties": {"proj:epsg": 6676}}, stac.EXT_PROJ)
 
 
@@ -260,6 +269,81 @@ def test_unique_asset_keys():
                                   A("anomalies", "road/mms/anomalies.geojson", "application/geo+json", ["data"], "b"),
                                   A("dtm", "terrain/als/dtm.tif", "image/tiff", ["data"], "c")])
     assert [k for k, _ in got] == ["anomalies-csv", "anomalies-geojson", "dtm"]
+
+
+# ------------------------------------------------------------------------------------------------ offline schemas
+# The schema copies of ../shared/tools (the sibling of the data folder; read-only in CI)
+SCHEMAS = pathlib.Path(os.environ.get("PCPIPE_DATA", pathlib.Path(__file__).resolve().parents[2] / "shared" /
+                                      "data")).resolve().parent / "tools" / "stac-schemas"
+
+
+class SchemaConfigValidator(pystac.validation.JsonSchemaSTACValidator):
+    """pystac's JSON-schema validation with every schema (core ones included) read from the copies that
+    schema-config.json names; a URL it does not name is an error, never a download."""
+
+    def __init__(self, folder: pathlib.Path):
+        super().__init__()
+        config = json.loads((folder / "schema-config.json").read_text(encoding="utf-8"))
+        self.files = {u: folder / f for u, f in config["schemas"].items()}
+        self.schema_cache = {}  # not pystac's bundled copies: the shared ones
+        self.used: set[str] = set()
+
+    def _get_schema(self, schema_uri: str) -> dict:
+        uri = schema_uri.rstrip("#")
+        if uri not in self.schema_cache:
+            if uri not in self.files:
+                raise pystac.validation.GetSchemaError(uri, LookupError("not in schema-config.json"))
+            self.schema_cache[uri] = json.loads(self.files[uri].read_text(encoding="utf-8"))
+            self.used.add(uri)
+        return self.schema_cache[uri]
+
+
+@pytest.fixture(scope="module")
+def offline_schemas():
+    if not (SCHEMAS / "schema-config.json").exists():
+        pytest.skip(f"offline STAC schemas not found at {SCHEMAS} (../tools/stac-schemas beside $PCPIPE_DATA)")
+    return SCHEMAS
+
+
+def _validate_all(folder, validator) -> tuple[int, list[str]]:
+    errors, n = [], 0
+    for rel, path in sorted(_json_files(folder).items()):
+        try:
+            pystac.validation.validate_dict(json.load(open(path, encoding="utf-8")), href=path, validator=validator)
+        except (pystac.STACValidationError, pystac.validation.GetSchemaError) as e:
+            errors.append(f"{rel}: {str(e)[:500]}")
+        n += 1
+    return n, errors
+
+
+def test_every_object_passes_the_offline_schemas(published, run_dir, offline_schemas, tmp_path):
+    """Every STAC object, as written for a local folder and as written to be served (self links), against the
+    shared copies of the STAC 1.1.0 core, pointcloud v2.0.0, projection v2.0.0 and file v2.1.0 schemas."""
+    products, summary = published
+    v = SchemaConfigValidator(offline_schemas)
+    n, errors = _validate_all(run_dir, v)
+    assert errors == [] and n == 1 + summary["collections"] + summary["items"] == 1 + 3 + 5
+    served = str(tmp_path / "served")
+    s2 = stac.write_catalog(run_dir, products, out=served, base_url=BASE_URL, schema_dir=str(offline_schemas))
+    n2, errors = _validate_all(served, v)
+    assert errors == [] and n2 == n
+    assert {"https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json",
+            "https://schemas.stacspec.org/v1.1.0/collection-spec/json-schema/collection.json",
+            "https://schemas.stacspec.org/v1.1.0/catalog-spec/json-schema/catalog.json",
+            stac.EXT_PC, stac.EXT_PROJ, stac.EXT_FILE} <= v.used
+    # the module's own validation also ran every extension schema from that folder (no field checks)
+    assert set(s2["validation"]["extensions"].values()) == {"JSON schema (local copy)"}
+    # stac-check's best practices: a self link on every object, where the file is served
+    for rel, path in _json_files(served).items():
+        selfs = [ln["href"] for ln in json.load(open(path, encoding="utf-8"))["links"] if ln["rel"] == "self"]
+        assert selfs == [BASE_URL + rel], (rel, selfs)
+    # ... and the schemas are real: pointcloud v1's pc:encoding, or a negative pc:count, fails v2.0.0
+    (_, item), *_ = _items(run_dir)["als-pointcloud"]
+    for change in ({"pc:encoding": "LASzip"}, {"pc:count": -1}):
+        bad = json.loads(json.dumps(item))
+        bad["properties"].update(change)
+        with pytest.raises(pystac.STACValidationError, match="pointcloud/v2.0.0"):
+            pystac.validation.validate_dict(bad, validator=v)
 
 
 # ------------------------------------------------------------------------------------------------ push
@@ -386,7 +470,7 @@ def test_local_extension_schemas_are_used(published, run_dir, tmp_path):
     The schemas here are made up for the test: one that every item fails, one that every item passes."""
     import pystac
 
-    folder = tmp_path / "schemas" / "stac-extensions.github.io" / "pointcloud" / "v1.0.0"
+    folder = tmp_path / "schemas" / "stac-extensions.github.io" / "pointcloud" / "v2.0.0"
     folder.mkdir(parents=True)
     strict = {"$schema": "http://json-schema.org/draft-07/schema#", "$id": stac.EXT_PC, "type": "object",
               "properties": {"properties": {"properties": {"pc:count": {"type": "string"}}}}}

@@ -9,11 +9,14 @@
 - Resources are matched by name (the file's name) and compared by the SHA-256 of the file kept in CKAN's `hash`
   field plus the fields written here: an unchanged product is not written at all, a changed file updates only its
   resource (same id), a file gone from the product deletes its resource.
-- Metadata a Japanese catalog expects: title and notes in Japanese and English, licence cc-by-4.0 with the
-  attribution 静岡県, tags, `spatial` (GeoJSON geometry, ckanext-spatial's convention), temporal_start/_end, CRS and
-  vertical datum, point density, source kind, sheet codes, and DCAT-style extras named as ckanext-dcat reads them
-  (dcat_type, issued, modified, publisher_name, theme, language, conforms_to). Every value is derived from the
-  products: no wall-clock time, so a rerun compares equal.
+- Metadata a Japanese catalog expects: title and notes in Japanese and English, licence `cc-by` (an id of CKAN's
+  default licence register; CC BY 4.0 in `license_url` and `license_agreement`) with the attribution 静岡県, tags,
+  `spatial` (GeoJSON geometry, ckanext-spatial's convention), temporal_start/_end (JST), CRS and vertical datum,
+  point density, source kind, sheet codes, and DCAT-style extras named as ckanext-dcat reads them (dcat_type,
+  issued, modified, publisher_name, theme, language, conforms_to), and the fields G空間情報センター (geospatial.jp)
+  datasets carry: extras area, charge, emergency, license_agreement, quality, restriction,
+  thumbnail_url (the quicklook under base_url, when the product has one) and CKAN's own `version` (the last survey
+  day). Every value is derived from the products: no wall-clock time, so a rerun compares equal.
 - Every call is retried with exponential backoff on timeouts, connection errors and HTTP 5xx, and only those.
 - A dataset is updated as a unit: its state is read first (and the uploaded files about to be replaced are kept);
   when a step fails, the dataset is put back as it was (package_update with the old state, which also drops the
@@ -255,10 +258,30 @@ def _json(value) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def dataset_extras(product) -> dict[str, str]:
-    """The extras of a product's dataset, every value a string derived from the product alone."""
+def _quicklook_url(product, base_url: str | None) -> str:
+    """The product's quicklook PNG where the published folder is served ("" without one or without base_url)."""
+    pngs = [a.href for a in product.files() if "thumbnail" in a.roles and a.href.endswith(".png")]
+    return base_url.rstrip("/") + "/" + urllib.parse.quote(pngs[0]) if pngs and base_url else ""
+
+
+def _quality(product) -> str:
     crs = product.crs or {}
-    attribution = (product.license or {}).get("attribution") or "静岡県"
+    parts = [f"座標系 / CRS EPSG:{crs.get('epsg')}" + (f", 標高 / heights {crs['vertical']}" if crs.get("vertical")
+                                                      else "")]
+    if product.density:
+        parts.append(f"点密度 / point density {product.density:g} pts/m²")
+    if product.kind != "pointcloud":
+        parts.append(f"{product.source} 点群からの派生データ / derived from the {product.source} point cloud")
+    parts.append(f"期間 / period {_date(product.start) or '?'} .. {_date(product.end) or '?'} (JST; "
+                 f"{product.dates_from})")
+    return "; ".join(parts)
+
+
+def dataset_extras(product, base_url: str | None = None) -> dict[str, str]:
+    """The extras of a product's dataset, every value a string derived from the product (and base_url) alone."""
+    crs = product.crs or {}
+    lic = product.license or {}
+    attribution = lic.get("attribution") or "静岡県"
     extras = {
         "attribution": attribution,
         "license_url": LICENSE_URL,
@@ -295,23 +318,33 @@ def dataset_extras(product) -> dict[str, str]:
                              + ([f"http://www.opengis.net/def/crs/EPSG/0/{crs['compound_epsg']}"]
                                 if crs.get("compound_epsg") else [])),
         "access_rights": "public",
+        # G空間情報センター's dataset fields
+        "area": "静岡県",
+        "charge": "無償",
+        "emergency": "平常時",  # not a disaster-response release
+        "license_agreement": f"{lic.get('title') or 'CC BY 4.0'} {lic.get('url') or LICENSE_URL} "
+                             f"出典 / attribution: {attribution}",
+        "quality": _quality(product),
+        "restriction": "なし (CC BY 4.0 の出典表示のみ) / none beyond the CC BY 4.0 attribution",
+        "thumbnail_url": _quicklook_url(product, base_url),
     }
     return {k: v for k, v in extras.items() if v != ""}
 
 
-def dataset_dict(product, org_id: str, survey: str | None = None) -> dict:
+def dataset_dict(product, org_id: str, survey: str | None = None, base_url: str | None = None) -> dict:
     """The dataset's fields as written (without resources)."""
     return {
         "name": dataset_name(product, survey),
         "title": f"{product.title['ja']} / {product.title['en']}",
         "notes": _notes(product),
         "owner_org": org_id,
-        "license_id": (product.license or {}).get("ckan") or "cc-by-4.0",
+        "license_id": (product.license or {}).get("ckan") or "cc-by",
+        "version": _date(product.end) or "",  # the edition: the last survey day (JST)
         "private": False,
         "author": f"{PUBLISHER['ja']} ({PUBLISHER['en']})",
         "url": PUBLISHER["url"],
         "tags": [{"name": t} for t in _tags(product)],
-        "extras": [{"key": k, "value": v} for k, v in sorted(dataset_extras(product).items())],
+        "extras": [{"key": k, "value": v} for k, v in sorted(dataset_extras(product, base_url).items())],
     }
 
 
@@ -363,7 +396,7 @@ def _extras_of(pkg: dict) -> dict:
 def metadata_changes(current: dict, wanted: dict) -> list[str]:
     """Which of the written dataset fields differ (extras and tags compared as sets, extras by key)."""
     changed = []
-    for key in ("title", "notes", "license_id", "owner_org", "author", "url"):
+    for key in ("title", "notes", "license_id", "owner_org", "author", "url", "version"):
         if (current.get(key) or "") != (wanted.get(key) or ""):
             changed.append(key)
     if bool(current.get("private")) != bool(wanted.get("private")):
@@ -384,7 +417,8 @@ def _managed_extra_keys() -> set:
             "temporal_source", "crs", "crs_compound", "vertical_datum", "vertical_datum_note", "point_density",
             "point_density_unit", "point_count", "source_kind", "source_kind_label", "product_kind", "product_id",
             "survey", "sheet_codes", "sheet_level", "key_figures", "dcat_type", "issued", "modified",
-            "publisher_name", "publisher_url", "theme", "language", "conforms_to", "access_rights"}
+            "publisher_name", "publisher_url", "theme", "language", "conforms_to", "access_rights", "area", "charge",
+            "emergency", "license_agreement", "quality", "restriction", "thumbnail_url"}
 
 
 def resource_differs(current: dict, wanted: dict) -> list[str]:
@@ -698,7 +732,7 @@ def publish_ckan(run_dir: str, products, url: str, org: str, *, base_url: str | 
     try:
         for product, resources in plans:
             name = dataset_name(product, survey)
-            wanted = dataset_dict(product, organization["id"], survey)
+            wanted = dataset_dict(product, organization["id"], survey, base_url)
             entry = {"product": product.id, "name": name, "url": f"{api.url}/dataset/{name}"}
             t0 = time.perf_counter()
             try:
@@ -708,6 +742,11 @@ def publish_ckan(run_dir: str, products, url: str, org: str, *, base_url: str | 
                 if current is not None and current.get("owner_org") != organization["id"]:
                     raise PublishError(f"dataset {name} exists in another organization "
                                        f"({(current.get('organization') or {}).get('name')}): not touched")
+                have = _extras_of(current or {}).get("thumbnail_url")
+                if dry_run and not base_url and have is not None and _quicklook_url(product, "unknown:"):
+                    # the quicklook's URL is under the base URL, unknown here: left out, as the links' URLs are
+                    wanted["extras"] = sorted(wanted["extras"] + [{"key": "thumbnail_url", "value": have}],
+                                              key=lambda e: e["key"])
                 plan = _plan_dataset(current, wanted, resources)
                 changed = plan["create"] or plan["metadata"] or plan["ops"] or plan["reorder"]
                 action = "created" if plan["create"] else "updated" if changed else "unchanged"

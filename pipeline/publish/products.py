@@ -37,7 +37,10 @@ MEDIA = {
     ".ply": "application/ply",
     ".html": "text/html",
 }
-LICENSE = {"id": "CC-BY-4.0", "ckan": "cc-by-4.0", "attribution": "静岡県 (Shizuoka Prefecture)"}
+# "ckan": an id of CKAN's default licence register (cc-by: Creative Commons Attribution); its version, 4.0, is
+# carried by "title" and "url" (the register's own entry names no version)
+LICENSE = {"id": "CC-BY-4.0", "ckan": "cc-by", "title": "CC BY 4.0 (Creative Commons Attribution 4.0 International)",
+           "url": "https://creativecommons.org/licenses/by/4.0/", "attribution": "静岡県 (Shizuoka Prefecture)"}
 
 
 @dataclasses.dataclass
@@ -82,7 +85,7 @@ class Product:
     bbox: list[float]
     bbox_wgs84: list[float]
     geometry: dict
-    start: str | None  # ISO 8601 UTC
+    start: str | None  # ISO 8601 in JST (+09:00): [:10] is the survey day as the surveyors count it
     end: str | None
     dates_from: str  # where start/end came from, said plainly
     crs: dict  # {"epsg": 6676, "compound_epsg": 10169, "vertical": ..., "wkt2": ..., "projjson": ...}
@@ -216,13 +219,26 @@ def _folder_assets(run_dir, folder) -> list[Asset]:
 
 
 # ------------------------------------------------------------------------------------------------ dates
+# Surveys in Shizuoka are dated in Japan time: a survey "day" is a JST calendar day (JST has no daylight saving)
+JST = dt.timezone(dt.timedelta(hours=9), "JST")
+
+
 def _iso(d: dt.datetime) -> str:
-    return d.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return d.astimezone(JST).strftime("%Y-%m-%dT%H:%M:%S+09:00")
+
+
+def utc(s: str | None) -> str | None:
+    """A product time (JST) in UTC with "Z", as STAC's schemas want it (they take "Z" or "+00:00" only)."""
+    if not s:
+        return None
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
 
 
 def _day(s: str) -> tuple[str, str]:
+    """First and last second of a survey day (JST)."""
     d = dt.date.fromisoformat(str(s)[:10])
-    return f"{d.isoformat()}T00:00:00Z", f"{d.isoformat()}T23:59:59Z"
+    return f"{d.isoformat()}T00:00:00+09:00", f"{d.isoformat()}T23:59:59+09:00"
 
 
 GPS_EPOCH = dt.datetime(1980, 1, 6, tzinfo=dt.timezone.utc)

@@ -7,10 +7,21 @@ Layout (all links and asset hrefs relative, so the folder can be copied or serve
     <run>/stac/<product id>/items/<item id>.json        one item per sheet (point clouds) or per layer
 
 Written from `products.discover` and nothing else: the catalog is one view of the products, as the CKAN datasets
-and the preview page are. Items use the Point Cloud extension v1.0.0 (pc:count, pc:type lidar/sonar, pc:encoding,
-pc:schemas, pc:density, pc:statistics), the Projection extension v2.0.0 (proj:code - v2.0.0 replaced v1's
-proj:epsg -, proj:bbox, proj:wkt2, and per raster asset proj:shape/proj:transform) and the File extension v2.1.0
-(file:size, file:checksum as a SHA2-256 multihash).
+and the preview page are. Items use the Point Cloud extension v2.0.0 (pc:count, pc:type lidar/sonar, pc:schemas,
+pc:density, pc:statistics; v2 dropped pc:encoding, which the asset's media type says), the Projection extension
+v2.0.0 (proj:code - v2.0.0 replaced v1's proj:epsg -, proj:bbox, proj:wkt2, and per raster asset
+proj:shape/proj:transform) and the File extension v2.1.0 (file:size, file:checksum as a SHA2-256 multihash).
+
+Ids: collection ids are the product ids; item ids are the products' item ids in lower case (sheet codes are upper
+case, e.g. 08ND7783 -> item "mms-08nd7783", file items/mms-08nd7783.json; the `sheet` property keeps the code as
+written). Lower case is what STAC best practice asks of searchable ids; the mapping is fixed, so ids are stable
+across runs.
+
+Times: a survey day is a JST calendar day (products give JST times); an item whose survey falls within one JST day
+has `datetime` = the start of the survey (with start/end of that day), otherwise `datetime` null and the range.
+
+Self links: a self-contained catalog has none (it may be copied anywhere); given `base_url`, where the folder is
+served, every object gets an absolute `self` link under it (a relative-published catalog).
 
 CRS: proj:code is the horizontal CRS EPSG:6676, the CRS of proj:bbox and of every 2D consumer; proj:wkt2 is the
 full compound CRS of the data (EPSG:10169: EPSG:6676 + JGD2011 (vertical) height, T.P.), so that the vertical
@@ -23,7 +34,8 @@ profile=cloud-optimized" (data), GeoJSON "application/geo+json", CSV "text/csv",
 
 Validation works offline: the core STAC 1.1.0 and GeoJSON schemas that pystac ships are used with jsonschema;
 extension schemas are used where a local copy is given (`schema_dir`, or PCPIPE_STAC_SCHEMAS: a folder laid out
-as <host>/<path>, e.g. stac-extensions.github.io/pointcloud/v1.0.0/schema.json); where none is, the extension's
+as <host>/<path>, e.g. stac-extensions.github.io/pointcloud/v2.0.0/schema.json, or a folder with a
+schema-config.json mapping each schema URL to a file, as ../shared/tools/stac-schemas); where none is, the extension's
 fields are checked by `check_extension_fields` (types and allowed values of the fields this module writes), and
 `validate_catalog` says which of the two was done. Nothing is ever fetched over the network."""
 from __future__ import annotations
@@ -43,7 +55,7 @@ import pystac
 import pystac.stac_io
 import pystac.validation
 from pystac.extensions.file import FileExtension
-from pystac.extensions.pointcloud import PointcloudExtension, Schema, SchemaType, Statistic
+from pystac.extensions.pointcloud import SchemaType
 from pystac.extensions.projection import ProjectionExtension
 
 from ..core.errors import PushError
@@ -54,7 +66,7 @@ log = logging.getLogger(__name__)
 
 STAC_DIR = "stac"
 CATALOG_ID = "virtual-shizuoka"
-EXT_PC = "https://stac-extensions.github.io/pointcloud/v1.0.0/schema.json"
+EXT_PC = "https://stac-extensions.github.io/pointcloud/v2.0.0/schema.json"
 EXT_PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 EXT_FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
@@ -83,11 +95,16 @@ class AtomicStacIO(pystac.stac_io.DefaultStacIO):
 
 
 def _datetime(s: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")) if s else None
+    """An ISO time of the products (JST) in UTC: the STAC schemas take "Z" or "+00:00" only."""
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(dt.timezone.utc) if s else None
+
+
+JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
 
 def _item_times(product) -> dict:
-    """datetime/start/end keyword arguments of pystac.Item from the product's survey dates."""
+    """datetime/start/end keyword arguments of pystac.Item from the product's survey dates: a survey within one
+    JST calendar day has a datetime (its start), which searches and stac-check want; a longer one has null."""
     start, end = _datetime(product.start), _datetime(product.end)
     if start is None and end is None:
         raise ValueError(f"product {product.id}: no survey date known ({product.dates_from}); give the dates "
@@ -95,7 +112,13 @@ def _item_times(product) -> dict:
     start, end = start or end, end or start
     if start == end:
         return {"datetime": start}
-    return {"datetime": None, "start_datetime": start, "end_datetime": end}
+    one_day = start.astimezone(JST).date() == end.astimezone(JST).date()
+    return {"datetime": start if one_day else None, "start_datetime": start, "end_datetime": end}
+
+
+def stac_id(item_id: str) -> str:
+    """The STAC id of a product item: lower case (sheet codes are upper case)."""
+    return item_id.lower()
 
 
 def _pc_schema_type(t: str) -> SchemaType:
@@ -173,22 +196,30 @@ def _projection(obj, product, bbox) -> None:
 
 
 def _pointcloud(item: pystac.Item, props: dict) -> None:
-    pc = PointcloudExtension.ext(item, add_if_missing=True)
-    schemas = [Schema.create(name=s["name"], size=max(1, int(s["size"])), type=_pc_schema_type(s["type"]))
+    """Point Cloud extension v2.0.0 fields. Written as plain properties: pystac's PointcloudExtension is v1.0.0
+    (it would declare the v1 schema and require pc:encoding, which v2 no longer allows)."""
+    p = item.properties
+    p["pc:count"] = int(props["pc:count"])
+    p["pc:type"] = props["pc:type"]
+    schemas = [{"name": s["name"], "size": max(1, int(s["size"])), "type": _pc_schema_type(s["type"]).value}
                for s in props.get("pc:schemas") or []]
-    # Statistic(dict), not Statistic.create: create() writes every optional field, unset ones as null, which the
-    # extension's schema refuses (numbers only)
-    stats = [Statistic({k: v for k, v in s.items() if v is not None and k in (
-        "name", "position", "average", "count", "maximum", "minimum", "stddev", "variance")})
-        for s in props.get("pc:statistics") or []] or None
-    pc.apply(count=int(props["pc:count"]), type=props["pc:type"], encoding=props["pc:encoding"], schemas=schemas,
-             density=float(props["pc:density"]) if props.get("pc:density") is not None else None,
-             statistics=stats)
+    if schemas:
+        p["pc:schemas"] = schemas
+    if props.get("pc:density") is not None:
+        p["pc:density"] = float(props["pc:density"])
+    # unset statistics are left out, not null: the schema takes numbers only
+    stats = [{k: v for k, v in s.items() if v is not None and k in (
+        "name", "position", "average", "count", "maximum", "minimum", "stddev", "variance")}
+        for s in props.get("pc:statistics") or []]
+    if stats:
+        p["pc:statistics"] = stats
+    if EXT_PC not in item.stac_extensions:
+        item.stac_extensions.append(EXT_PC)
 
 
 # ------------------------------------------------------------------------------------------------ building
 def _item(run_dir, product, it) -> pystac.Item:
-    item = pystac.Item(id=it.id, geometry=it.geometry, bbox=list(it.bbox_wgs84), properties={},
+    item = pystac.Item(id=stac_id(it.id), geometry=it.geometry, bbox=list(it.bbox_wgs84), properties={},
                        **_item_times(product))
     item.common_metadata.title = it.sheet or product.title["ja"]
     item.common_metadata.license = product.license["id"]
@@ -222,9 +253,10 @@ def _collection(run_dir, product) -> pystac.Collection:
     if product.kind == "pointcloud":
         pcs = [it.properties for it in product.items]
         sums["pc:type"] = sorted({p["pc:type"] for p in pcs})
-        sums["pc:encoding"] = sorted({p["pc:encoding"] for p in pcs})
         counts = [int(p["pc:count"]) for p in pcs]
         coll.summaries.add("pc:count", pystac.RangeSummary(min(counts), max(counts)))
+        if EXT_PC not in coll.stac_extensions:  # the summaries are the extension's fields
+            coll.stac_extensions.append(EXT_PC)
     for k, v in sums.items():
         coll.summaries.add(k, v)
     if product.crs.get("vertical"):
@@ -233,7 +265,8 @@ def _collection(run_dir, product) -> pystac.Collection:
         coll.extra_fields["key_figures"] = product.summary
     _add_assets(coll, run_dir, product.assets)
     for it in product.items:
-        coll.add_item(_item(run_dir, product, it))
+        item = _item(run_dir, product, it)
+        coll.add_item(item, title=item.common_metadata.title)  # stac-check: every link of a collection titled
     return coll
 
 
@@ -260,11 +293,17 @@ def build_catalog(run_dir: str, products, out: str | None = None) -> pystac.Cata
     return cat
 
 
+def _published_self(base_url: str, out_dir: str, href: str) -> str:
+    rel = os.path.relpath(href, out_dir).replace(os.sep, "/")
+    return base_url.rstrip("/") + "/" + urllib.parse.quote(rel)
+
+
 def write_catalog(run_dir: str, products, out: str | None = None, validate: bool = True,
-                  schema_dir: str | None = None) -> dict:
+                  schema_dir: str | None = None, base_url: str | None = None) -> dict:
     """Write the static catalog of `products` (products.discover(run_dir)) into `out` (default run_dir):
     catalog.json there, collections and items under stac/. Files are written aside and renamed; JSON files of
-    an earlier catalog that this one no longer has are removed. Returns a small summary."""
+    an earlier catalog that this one no longer has are removed. base_url: where `out` is served; every object
+    then gets an absolute `self` link under it (other links and assets stay relative). Returns a small summary."""
     run_dir = os.path.abspath(run_dir)
     out_dir = os.path.abspath(out or run_dir)
     cat = build_catalog(run_dir, products, out_dir)
@@ -272,7 +311,11 @@ def write_catalog(run_dir: str, products, out: str | None = None, validate: bool
     written = []
     for obj in [cat, *cat.get_children(), *cat.get_items(recursive=True)]:
         href = obj.get_self_href()
-        io.save_json(href, obj.to_dict(include_self_link=False, transform_hrefs=True))
+        d = obj.to_dict(include_self_link=False, transform_hrefs=True)
+        if base_url:
+            d["links"].append({"rel": "self", "href": _published_self(base_url, out_dir, href),
+                               "type": "application/json"})
+        io.save_json(href, d)
         written.append(os.path.abspath(href))
     stale = []
     stac_root = os.path.join(out_dir, STAC_DIR)
@@ -292,7 +335,7 @@ def write_catalog(run_dir: str, products, out: str | None = None, validate: bool
                "files": sorted(os.path.relpath(p, out_dir).replace(os.sep, "/") for p in written),
                "removed": sorted(stale)}
     if validate:
-        summary["validation"] = validate_catalog(summary["catalog"], schema_dir=schema_dir)
+        summary["validation"] = validate_catalog(summary["catalog"], schema_dir=schema_dir, base_url=base_url)
     return summary
 
 
@@ -307,9 +350,18 @@ class OfflineValidator(pystac.validation.JsonSchemaSTACValidator):
         self.schema_dir = schema_dir or os.environ.get("PCPIPE_STAC_SCHEMAS")
         self.schema_checked: set[str] = set()
         self.field_checked: set[str] = set()
+        self.schema_files: dict[str, str] = {}  # URL -> file, from a schema-config.json
+        config = os.path.join(self.schema_dir, "schema-config.json") if self.schema_dir else ""
+        if config and os.path.exists(config):
+            with open(config, encoding="utf-8") as f:
+                self.schema_files = {u: os.path.join(self.schema_dir, p) for u, p in json.load(f)["schemas"].items()}
 
     def _local(self, uri: str) -> dict | None:
         if uri in self.schema_cache:
+            return self.schema_cache[uri]
+        if uri in self.schema_files:
+            with open(self.schema_files[uri], encoding="utf-8") as f:
+                self.schema_cache[uri] = json.load(f)
             return self.schema_cache[uri]
         if self.schema_dir:
             u = urllib.parse.urlparse(uri)
@@ -347,7 +399,7 @@ def _is_int(v) -> bool:
 
 
 def check_extension_fields(d: dict, extension: str) -> list[str]:
-    """Errors in the fields of one extension (pointcloud v1, projection v2, file v2) on an item or collection
+    """Errors in the fields of one extension (pointcloud v2, projection v2, file v2) on an item or collection
     dict and its assets: required fields, types and allowed values as the extension documents them. A field
     check, not a JSON-schema validation; used where no local copy of the extension's schema is at hand."""
     errs: list[str] = []
@@ -356,7 +408,7 @@ def check_extension_fields(d: dict, extension: str) -> list[str]:
     if "pointcloud" in extension:
         props = d.get("properties") or {}
         if d.get("type") == "Feature":
-            for f in ("pc:count", "pc:type", "pc:encoding", "pc:schemas"):
+            for f in ("pc:count", "pc:type"):
                 if f not in props:
                     errs.append(f"{f} is required")
         for where, h in holders:
@@ -364,8 +416,8 @@ def check_extension_fields(d: dict, extension: str) -> list[str]:
                 errs.append(f"{where} pc:count must be an integer >= 0")
             if "pc:type" in h and h["pc:type"] not in ("lidar", "eopc", "radar", "sonar", "other"):
                 errs.append(f"{where} pc:type {h['pc:type']!r} is not lidar, eopc, radar, sonar or other")
-            if "pc:encoding" in h and not isinstance(h["pc:encoding"], str):
-                errs.append(f"{where} pc:encoding must be a string")
+            if "pc:encoding" in h:
+                errs.append(f"{where} pc:encoding is pointcloud v1; v2.0.0 has no such field")
             if "pc:density" in h and not (_is_num(h["pc:density"]) and h["pc:density"] >= 0):
                 errs.append(f"{where} pc:density must be a number >= 0")
             for s in h.get("pc:schemas", []) if isinstance(h.get("pc:schemas", []), list) else [None]:
@@ -410,10 +462,11 @@ def check_extension_fields(d: dict, extension: str) -> list[str]:
     return errs
 
 
-def validate_catalog(catalog_path: str, schema_dir: str | None = None) -> dict:
+def validate_catalog(catalog_path: str, schema_dir: str | None = None, base_url: str | None = None) -> dict:
     """Validate every object under a catalog.json (walking child and item links) offline, and check that every
-    link and asset href is relative and resolves to an existing file. Raises pystac.STACValidationError or
-    ValueError on the first problem; returns what was validated and how."""
+    link and asset href is relative and resolves to an existing file; a `self` link, when there, must be the
+    object's place under base_url (when given) or an absolute URL ending in its path in the folder. Raises
+    pystac.STACValidationError or ValueError on the first problem; returns what was validated and how."""
     v = OfflineValidator(schema_dir)
     io = AtomicStacIO()
     counts = {"Catalog": 0, "Collection": 0, "Feature": 0}
@@ -429,8 +482,15 @@ def validate_catalog(catalog_path: str, schema_dir: str | None = None) -> dict:
         pystac.validation.validate_dict(d, href=path, validator=v)
         counts[d.get("type", "Catalog")] = counts.get(d.get("type", "Catalog"), 0) + 1
         base = os.path.dirname(path)
+        root_dir = os.path.dirname(os.path.abspath(catalog_path))
+        rel = urllib.parse.quote(os.path.relpath(path, root_dir).replace(os.sep, "/"))
+        for ln in d.get("links", []):
+            if ln["rel"] == "self" and not (ln["href"] == f"{base_url.rstrip('/')}/{rel}" if base_url else
+                                            urllib.parse.urlparse(ln["href"]).scheme in ("http", "https")
+                                            and ln["href"].endswith("/" + rel)):
+                raise ValueError(f"{path}: self link {ln['href']!r} is not where the file is published")
         targets = [(f"link {ln['rel']}", ln["href"]) for ln in d.get("links", [])
-                   if ln["rel"] in ("root", "parent", "child", "item", "collection", "self")]
+                   if ln["rel"] in ("root", "parent", "child", "item", "collection")]
         targets += [(f"asset {k}", a["href"]) for k, a in (d.get("assets") or {}).items()]
         for what, href in targets:
             if urllib.parse.urlparse(href).scheme or os.path.isabs(href):

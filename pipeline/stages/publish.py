@@ -58,7 +58,7 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
         products = [p for p in every if p.id in wanted]
     summary["products"] = [{"id": p.id, "title": p.title, "sheets": p.sheets, "items": len(p.items),
                             "files": len(p.files()), "dates_from": p.dates_from} for p in products]
-    summary["stac"] = write_catalog(run_dir, every)
+    summary["stac"] = write_catalog(run_dir, every, base_url=base_url)  # absolute self links when served
     if preview:
         from ..core.errors import VendorMissing
         from ..publish.preview import write_preview
