@@ -482,3 +482,14 @@ def test_local_extension_schemas_are_used(published, run_dir, tmp_path):
     v = stac.validate_catalog(os.path.join(run_dir, "catalog.json"), schema_dir=str(tmp_path / "schemas"))
     assert v["extensions"][stac.EXT_PC] == "JSON schema (local copy)"
     assert v["extensions"][stac.EXT_PROJ].startswith("field checks")
+
+
+def test_the_shared_demo_runs_catalog_passes_the_offline_schemas(demo_run, offline_schemas):
+    """The STAC catalog of the session's demo run (every source and layer: 4 point clouds, 5 layers) against the
+    same offline schemas: 0 errors, every object counted."""
+    v = SchemaConfigValidator(offline_schemas)
+    n, errors = _validate_all(str(demo_run), v)
+    assert errors == []
+    with open(demo_run / "publish-summary.json", encoding="utf-8") as f:
+        stac_summary = json.load(f)["stac"]
+    assert n == 1 + stac_summary["collections"] + stac_summary["items"] and stac_summary["collections"] == 9
