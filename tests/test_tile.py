@@ -215,3 +215,35 @@ def test_geoid_none_is_accepted_like_ingest(demo_survey, tmp_path):
     """`--geoid none` means no geoid: orthometric MMS heights still tile (ellipsoidal ones would be refused)."""
     s = tile([demo_survey["files"]["mms"]], tmp_path, "mms", geoid="none", workers=1, quiet=True)
     assert s["all_points"] == demo_survey["counts"]["mms"]
+
+
+@pytest.mark.parametrize("fmt", ["copc", "laz"])
+def test_points_half_a_millimetre_from_a_sheet_edge(tmp_path, fmt):
+    """Inputs finer than the sheets' millimetre: points within 0.7 mm of the edge between two sheets (x = -12000
+    m) are each stored inside the sheet they were sent to. Before, a point at -12000.0005 could go to the east
+    sheet by one rounding and be packed 1 mm west of it by the other: the COPC writer refused the sheet."""
+    from pipeline.synthetic.demo import _geotiff_keys
+
+    n = 2000
+    rng = np.random.default_rng(5)
+    header = laspy.LasHeader(point_format=6, version="1.4")
+    header.scales = np.array([1e-4, 1e-4, 1e-3])
+    header.offsets = np.array([-12000.0, -110800.0, 0.0])
+    header.vlrs.append(laspy.VLR("LASF_Projection", 34735, "GeoTIFF GeoKeyDirectoryTag",
+                                 _geotiff_keys([(1024, 1), (3072, 6676), (4096, 6695)])))
+    las = laspy.LasData(header)
+    las.X = rng.integers(-7, 8, n)  # -0.7 .. +0.7 mm around the edge, every tenth of a millimetre
+    las.Y = rng.integers(0, 1_000_000, n)
+    las.Z = rng.integers(0, 5000, n)
+    src = tmp_path / "edge.las"
+    las.write(src)
+    s = tile([str(src)], str(tmp_path / "run"), "als", fmt=fmt, workers=1, quiet=True)
+    assert s["points_out"] == n and len(s["sheets_built"]) == 2
+    total = 0
+    for code in s["sheets_built"]:
+        w, so, e, no = sheet_bounds(code)
+        with laspy.open(tmp_path / "run" / "als" / f"{code}.{'copc.laz' if fmt == 'copc' else 'laz'}") as r:
+            pts = r.read()
+        assert w <= pts.x.min() and pts.x.max() < e and so < pts.y.min() and pts.y.max() <= no, code
+        total += len(pts)
+    assert total == n

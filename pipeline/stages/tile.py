@@ -69,6 +69,11 @@ def partition_file(item: dict) -> dict:
         for out in ing.chunks():
             if not len(out):
                 continue
+            # Sheets are cut and stored in whole millimetres. Snap x/y to the millimetre once, so that the sheet a
+            # point goes to (integer-mm edges) and its packed X/Y (rounded at the sheet's offset) agree: a point
+            # half a millimetre from an edge otherwise went to one sheet and was packed 1 mm outside it.
+            for k in ("x", "y"):
+                out.columns[k] = np.round(out.columns[k] / SCALE_MM) * SCALE_MM
             try:
                 ids = grid.cell_ids(out.x, out.y)
             except ValueError as e:
