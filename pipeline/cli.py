@@ -135,9 +135,6 @@ def cmd_layer(a) -> int:
     from .stages.run import run_layer
 
     lay = get(a.name)
-    if lay.reads_inputs:
-        raise ValueError(f"the {lay.name} layer reads its {lay.source} files themselves, not the sheets: run "
-                         f"pcpipe {lay.name} with the files")
     opts = {"config_path": a.config, "workers": a.workers, "scheduler": a.scheduler, "quiet": a.quiet}
     for kv in a.set or []:
         key, sep, value = kv.partition("=")

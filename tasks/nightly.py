@@ -67,7 +67,7 @@ _PUBLISH_OPTIONS = {"survey": "text", "dates": "dates", "ckan": "text", "org": "
 
 
 def section_options() -> dict:
-    out = {n: dict(lay.options) if lay.needs or lay.reads_inputs else dict(_TILE_OPTIONS, **lay.options)
+    out = {n: dict(lay.options) if lay.needs else dict(_TILE_OPTIONS, **lay.options)
            for n, lay in registry().items()}
     out["publish"] = _PUBLISH_OPTIONS
     return out

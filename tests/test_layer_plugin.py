@@ -113,3 +113,22 @@ def test_pcpipe_layer_reruns_a_layer_on_a_tiled_run_directory(density_plugin, al
     assert "KEY one of the density layer's options (cell)" in capsys.readouterr().err
     assert main(["layer", "densty", str(tmp_path / "run")]) == 2
     assert "unknown layer 'densty'" in capsys.readouterr().err
+
+
+def test_the_pipe_layer_reads_the_tiled_scans_not_the_files_again(demo_survey, tmp_path, monkeypatch):
+    """No layer ingests or tiles again: in a run the iPhone scan is tiled once, and the pipe ledger reads it back
+    from the tiler's per-input parts (ingesting it a second time would fail here)."""
+    import pipeline.stages.ingest as ingest_mod
+    import pipeline.stages.tile as tile_mod
+    from pipeline.stages.run import run
+
+    tiled = []
+    real_tile = tile_mod.tile
+    monkeypatch.setattr(tile_mod, "tile", lambda paths, *a, **k: tiled.append(list(paths)) or real_tile(paths, *a, **k))
+    monkeypatch.setattr(ingest_mod, "ingest", lambda *a, **k: pytest.fail("the scan was ingested a second time"))
+    f = demo_survey["files"]
+    s = run({"iphone": [f["iphone"]]}, str(tmp_path / "run"), ["pipes"], workers=1, quiet=True,
+            tile_options={"iphone": {"gcp": f["gcp"]}})
+    assert tiled == [[f["iphone"]]]
+    assert sorted(p["nominal_mm"] for p in s["layers"]["pipes"]["pipes"]) == [150, 200]
+    assert not (tmp_path / "run" / "_work" / "pipes").exists()

@@ -52,7 +52,6 @@ class Layer:
     needs: tuple = ()  # layers whose outputs it reads; it runs after them, and by default only with its section
     required: tuple = ()  # options its section must give (files it reads)
     options: dict = field(default_factory=dict)  # its options (nightly section, `pcpipe layer --set`) -> kind
-    reads_inputs: bool = False  # reads its source's files themselves, not the sheets (pipes: scan by scan)
 
     def out_dir(self, run_dir: str, source: str | None = None) -> str:
         return RunDir(run_dir).layer_dir(self.name, (source or self.source) if self.per_source else None)

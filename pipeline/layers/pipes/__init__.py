@@ -3,13 +3,12 @@ from .. import Layer, Overlay, register
 
 
 def _run(run_dir, source, inputs, options):
-    """The scans, tiled by the caller like every source, are read again as one excavation: registration between
-    scans needs each scan's own points, which the sheets no longer keep apart."""
+    """The scans were tiled by the caller like every source; the layer reads each one back from its parts."""
     from .stage import pipes
 
     o = options
     return pipes(inputs, run_dir, gcp=o.get("gcp"), config_path=o.get("config_path"), date=o.get("date"),
-                 nominal=o.get("nominal"), quiet=o.get("quiet", False))
+                 nominal=o.get("nominal"), quiet=o.get("quiet", False), tiled=True)
 
 
 def _tileset(folder, out):
@@ -35,5 +34,5 @@ register(Layer(
     themes=("エネルギー・水", "住宅・土地・建設"), colour="#a6761d", key_figures=_figures, report_figures=_report,
     overlays=(Overlay("pipes", "pipes.geojson", "埋設管", "pipes", {"color": "#7b3294", "weight": 5, "opacity": 0.9}),),
     extent_file="pipes.geojson", tileset=_tileset,
-    options={"date": "date", "nominal": "whole_list"}, reads_inputs=True,
+    options={"date": "date", "nominal": "whole_list"},
     report_title="管路 pipes", report="pipeline.layers.pipes.report", cli="pipeline.layers.pipes.cli"))

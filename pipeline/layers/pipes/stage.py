@@ -1,8 +1,9 @@
-"""Pipe stage: ingest each iPhone scan (georeferenced by its control points, which are checked and may refuse the
-scan), prepare and register the scans of one excavation, find the planes and the pipes, and write the ledger,
-the excavation mesh and the pipe cylinders under OUT/pipes/."""
+"""Pipe stage: each iPhone scan as the tiler normalised it (georeferenced by its control points, which are checked
+and may refuse the scan; read back from its parts), prepare and register the scans of one excavation, find the
+planes and the pipes, and write the ledger, the excavation mesh and the pipe cylinders under OUT/pipes/."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -113,22 +114,47 @@ def quicklook(path, xyz, rows, res=0.01):
         im.save(tmp, format="PNG")
 
 
-def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None = None, date: str | None = None,
-          config_path: str | None = None, quiet: bool = False, **ingest_opts) -> dict:
-    from ...stages.ingest import ingest
+def _tiled_scans(rd: RunDir) -> tuple[list[dict], list[dict], list[np.ndarray]]:
+    """The scans of the source's last tiling, each read back from its own parts (the tiler keeps every input's
+    points per sheet, normalised and georeferenced, under _work/parts): (accepted records, refused records,
+    one xyz array per accepted scan). Registration between scans needs each scan's own points, which the
+    assembled sheets no longer keep apart; the parts do, so nothing is ingested a second time."""
+    from ...stages.tile import PART_EXT
 
+    with open(rd.tile_summary_path("iphone"), encoding="utf-8") as f:
+        results = json.load(f)["results"]
+    ext = PART_EXT[rd.settings["format"]]
+    accepted, refused, clouds = [], [], []
+    with rd.manifest(read_only=True) as man:
+        for r in results:
+            status = r.get("was") if r["status"] == "unchanged" else r["status"]
+            rec = man.input(r["input"], "iphone") if status == "accepted" else None
+            if rec is None:
+                refused.append({"input": r["input"], "code": r.get("code") or status, "reason": r.get("reason")})
+                continue
+            key = rec["sha256"][:16]
+            clouds.append(np.vstack([_read_xyz(os.path.join(rd.work_dir("parts", "iphone", code), key + ext))
+                                     for code in sorted(rec["sheets"])]))
+            accepted.append(r)
+    return accepted, refused, clouds
+
+
+def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None = None, date: str | None = None,
+          config_path: str | None = None, quiet: bool = False, tiled: bool = False, **tile_opts) -> dict:
+    """The ledger of one excavation's scans. tiled: the scans were tiled into out_dir just before (a run, a
+    night); else they are tiled here first, like every source (their point clouds are published too)."""
     cfg = layer_config("pipes", config_path)
     if nominal:
         cfg["pipes"]["nominal_mm"] = sorted(int(n) for n in nominal)
     rd = RunDir(os.path.abspath(out_dir))
-    work = rd.work_dir("pipes")
-    s = ingest(list(scans), work, "iphone", gcp=gcp, config_path=config_path, quiet=quiet, **ingest_opts)
-    accepted = [r for r in s["results"] if r["status"] == "accepted"]
-    refused = [{"input": r["input"], "code": r.get("code"), "reason": r.get("reason")} for r in s["results"]
-               if r["status"] != "accepted"]
+    if not tiled:
+        from ...stages.tile import tile
+
+        tile(list(scans), rd.path, "iphone", gcp=gcp, config_path=config_path, quiet=quiet, **tile_opts)
+    accepted, refused, clouds = _tiled_scans(rd)
     if not accepted:
-        raise ValueError("no scan could be used: " + "; ".join(q["reason"] for q in refused))  # each names its file
-    clouds = [_read_xyz(r["output"]) for r in accepted]
+        raise ValueError("no scan could be used: " + "; ".join(q["reason"] or f"{q['input']}: {q['code']}"
+                                                               for q in refused))  # each names its file
     origin = np.floor(clouds[0].min(0))
     prepared, prep_info = [], []
     for c in clouds:
@@ -156,7 +182,7 @@ def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None =
     feats = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [
         [r["start_e"], r["start_n"], r["start_h"]], [r["end_e"], r["end_n"], r["end_h"]]]},
         "properties": {k: r[k] for k in FIELDS if not k.startswith(("start_", "end_"))}} for r in rows]
-    write_json(files["geojson"], feature_collection(feats, "pipes", s["target_crs"]), ensure_ascii=False)
+    write_json(files["geojson"], feature_collection(feats, "pipes", rd.output_crs()[0]), ensure_ascii=False)
     mesh_files, mesh_info = _meshes(xyz, found, dest, cfg)
     files.update(mesh_files)
     files["quicklook"] = os.path.join(dest, "quicklook.png")
