@@ -32,3 +32,14 @@ def demo_survey(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("demo")
     return make_survey(str(folder))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo's run folder (`run_demo`: every layer, local publishing, report), made once per session and
+    shared by the tests of what publishing writes (the preview page, the QGIS files)."""
+    from pipeline.synthetic.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demorun")
+    run_demo(str(out), quiet=True)
+    return out / "tiles"

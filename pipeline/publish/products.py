@@ -36,6 +36,7 @@ MEDIA = {
     ".glb": "model/gltf-binary",
     ".ply": "application/ply",
     ".html": "text/html",
+    ".vpc": "application/geo+json",  # a virtual point cloud: a GeoJSON FeatureCollection of STAC Items
 }
 LICENSE = {"id": "CC-BY-4.0", "ckan": "cc-by-4.0", "attribution": "静岡県 (Shizuoka Prefecture)"}
 
@@ -376,6 +377,8 @@ def _pointcloud(run_dir, source, survey, crs, given_dates) -> Product | None:
     tileset = os.path.join(run_dir, "3dtiles", source, "tileset.json")
     if os.path.exists(tileset):
         assets.append(_asset(run_dir, tileset, "3dtiles", ["visual", "3d-tiles"], "3D Tiles 1.1 tileset"))
+    if os.path.exists(rd.vpc_path(source)):  # written by publish (publish.qgis.write_vpc)
+        assets.append(_asset(run_dir, rd.vpc_path(source), "vpc", ["data"], "virtual point cloud (QGIS, PDAL wrench)"))
     bbox = _union(it.bbox for it in items)
     wbox, geom = footprint(bbox)
     points = sum(it.properties["pc:count"] for it in items)

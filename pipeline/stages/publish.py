@@ -45,8 +45,12 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
                 summary["tiles3d"][name] = lay.tileset(lay.out_dir(run_dir), os.path.join(run_dir, "3dtiles", name))
         summary["timings"]["tiles3d_s"] = round(time.time() - t, 2)
     t = time.time()
+    from ..publish.qgis import write_geopackage
+
+    summary["geopackage"] = write_geopackage(run_dir)
     wanted = products
     every = discover(run_dir, survey=survey, dates=dates)
+    summary["vpc"] = _write_vpcs(run_dir, every)
     # --product picks what goes to the remote targets; the local catalog and page always show the whole run
     # (written from a subset, the catalog would drop the other products' collections)
     products = every
@@ -103,3 +107,22 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
     summary["failed"] = failed
     write_json(os.path.join(run_dir, "publish-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
     return summary
+
+
+def _write_vpcs(run_dir: str, products) -> list[str]:
+    """A virtual point cloud per point-cloud product, listed as its asset (rewritten each time: its sheets may
+    have changed since `discover` read the last one)."""
+    from ..core.manifest import file_sha256
+    from ..publish.products import _asset
+    from ..publish.qgis import write_vpc
+
+    out = []
+    for p in products:
+        if p.kind != "pointcloud":
+            continue
+        path = write_vpc(run_dir, p)
+        a = _asset(run_dir, path, "vpc", ["data"], "virtual point cloud (QGIS, PDAL wrench)")
+        a.sha256 = file_sha256(path)
+        p.assets = [x for x in p.assets if x.key != "vpc"] + [a]
+        out.append(a.href)
+    return out
