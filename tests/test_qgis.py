@@ -136,3 +136,25 @@ def test_vpc_lists_every_sheet_of_its_source(demo_run):
     # listed as an asset of the source's point-cloud collection
     coll = _load(os.path.join(run, "stac", "mms-pointcloud", "collection.json"))
     assert any(a["href"].endswith("mms/mms.vpc") for a in coll["assets"].values())
+
+
+def test_cogs_carry_the_compound_crs_band_descriptions_and_units(demo_run):
+    import glob
+
+    import rasterio
+
+    tifs = sorted(glob.glob(str(demo_run / "*" / "**" / "*.tif"), recursive=True))
+    tifs = [t for t in tifs if "/_work/" not in t and "/preview/" not in t]
+    assert {os.path.relpath(t, demo_run).split(os.sep)[0] for t in tifs} == {"terrain", "seaweed", "road", "deer"}
+    for t in tifs:
+        with rasterio.open(t) as src:
+            assert src.crs.to_epsg() == 10169, t  # EPSG:6676 + JGD2011 (vertical) height, read back by GDAL
+            assert src.descriptions[0], t
+    units = {}
+    for name in ("terrain/als/dtm.tif", "terrain/als/slope.tif", "seaweed/mbes/depth.tif",
+                 "seaweed/mbes/backscatter_mean.tif", "road/mms/deviation.tif"):
+        with rasterio.open(demo_run / name) as src:
+            units[name] = src.units[0]
+    assert units == {"terrain/als/dtm.tif": "m", "terrain/als/slope.tif": "deg", "seaweed/mbes/depth.tif": "m",
+                     "seaweed/mbes/backscatter_mean.tif": "dB", "road/mms/deviation.tif": "mm"}
+

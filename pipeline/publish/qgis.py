@@ -124,9 +124,10 @@ def style_qml(base: str, style: dict) -> str:
     """A QGIS 3 layer style (Symbology): one symbol, or one per value of style['byProperty']."""
     if style.get("byProperty"):
         values = style["colours"]
-        cats = "".join(f'<category render="true" symbol="{i}" value={quoteattr(v)} label={quoteattr(v)}/>'
-                       for i, v in enumerate(values))
-        syms = "".join(_symbol_qml(base, style, c, str(i)) for i, c in enumerate(values.values()))
+        # value "" is QGIS's "all other values": drawn in the style's own colour
+        cats = "".join(f'<category render="true" symbol="{i}" value={quoteattr(v)} label={quoteattr(v or "other")}/>'
+                       for i, v in enumerate(list(values) + [""]))
+        syms = "".join(_symbol_qml(base, style, c, str(i)) for i, c in enumerate(list(values.values()) + [None]))
         renderer = (f'<renderer-v2 type="categorizedSymbol" attr={quoteattr(style["byProperty"])} symbollevels="0" '
                     f'enableorderby="0" forceraster="0"><categories>{cats}</categories><symbols>{syms}</symbols>'
                     f'<source-symbol>{_symbol_qml(base, style)}</source-symbol></renderer-v2>')
