@@ -158,3 +158,51 @@ def test_cogs_carry_the_compound_crs_band_descriptions_and_units(demo_run):
     assert units == {"terrain/als/dtm.tif": "m", "terrain/als/slope.tif": "deg", "seaweed/mbes/depth.tif": "m",
                      "seaweed/mbes/backscatter_mean.tif": "dB", "road/mms/deviation.tif": "mm"}
 
+
+def test_wgs84_copies_are_rfc7946(demo_run):
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import shape
+
+    run = str(demo_run)
+    summary = _load(os.path.join(run, "publish-summary.json"))
+    masters = sorted(_geojsons(run))
+    assert sorted(summary["wgs84"]) == sorted(m[:-len(".geojson")] + ".wgs84.geojson" for m in masters)
+    to_lonlat = Transformer.from_crs(6676, 4326, always_xy=True)
+    for m in masters:
+        master = _load(os.path.join(run, m))
+        copy = _load(os.path.join(run, m[:-len(".geojson")] + ".wgs84.geojson"))
+        assert "crs" not in copy and copy["type"] == "FeatureCollection"
+        assert len(copy["features"]) == len(master["features"]), m
+        for a, b in zip(master["features"], copy["features"]):
+            assert a["properties"] == b["properties"]
+            ga, gb = shape(a["geometry"]), shape(b["geometry"])
+            assert ga.geom_type == gb.geom_type and not gb.has_z  # heights are T.P., not ellipsoidal: dropped
+            x, y = ga.representative_point().coords[0][:2]
+            # the same place: a point of the master, projected, lies on the copy (within 1e-7 degree, ~1 cm)
+            assert gb.distance(shapely.Point(*to_lonlat.transform(x, y))) < 1e-7, m
+            lon, lat = gb.centroid.coords[0]
+            assert 137.5 < lon < 139.5 and 34.5 < lat < 35.7, m
+            for poly in getattr(gb, "geoms", [gb]) if gb.geom_type.endswith("Polygon") else []:
+                assert poly.exterior.is_ccw and all(not r.is_ccw for r in poly.interiors)  # right-hand rule
+    # listed as assets: a layer's copy in its item, a sheet index's in its collection
+    item = _load(os.path.join(run, "stac", "mbes-seaweed", "items", "mbes-seaweed.json"))
+    assert item["assets"]["beds-wgs84"]["href"].endswith("seaweed/mbes/beds.wgs84.geojson")
+    assert item["assets"]["beds-wgs84"]["type"] == "application/geo+json"
+    coll = _load(os.path.join(run, "stac", "mms-pointcloud", "collection.json"))
+    assert coll["assets"]["index-wgs84"]["href"].endswith("mms/index.wgs84.geojson")
+
+
+def test_report_and_publish_summary_hold_no_machine_path(demo_run):
+    import glob
+
+    root = str(demo_run.parent)  # the demo folder: the run, its inputs and its nightly config
+    pub = open(demo_run / "publish-summary.json", encoding="utf-8").read()
+    (report,) = glob.glob(str(demo_run / "reports" / "*" / "report.html"))
+    html = open(report, encoding="utf-8").read()
+    for text in (pub, html):
+        assert root not in text and "/tmp/" not in text
+    s = json.loads(pub)
+    assert s["run_dir"] == "." and s["geopackage"]["path"] == "qgis/run.gpkg"
+    assert s["tiles3d"]["tilesets"][0]["tileset"] == "3dtiles/als/tileset.json"
+    assert "run directory</span>tiles</div>" in html and "nightly.yaml" in html

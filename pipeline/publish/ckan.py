@@ -53,8 +53,9 @@ NAME_PREFIX = "vs"
 LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
 PUBLISHER = {"ja": "静岡県", "en": "Shizuoka Prefecture", "url": "https://www.pref.shizuoka.jp/"}
 # Files always published as links, whatever their size: point clouds, rasters, 3D models, tilesets and virtual
-# point clouds (whose tiles and sheets are addressed relative to them).
-LINK_SUFFIXES = (".laz", ".las", ".ply", ".tif", ".tiff", ".glb", ".b3dm", ".pnts", "tileset.json", ".vpc")
+# point clouds (whose tiles and sheets are addressed relative to them), rasters' GDAL sidecars (read beside them).
+LINK_SUFFIXES = (".laz", ".las", ".ply", ".tif", ".tiff", ".glb", ".b3dm", ".pnts", "tileset.json", ".vpc",
+                 ".aux.xml")
 FORMATS = [(".copc.laz", "COPC"), (".laz", "LAZ"), (".las", "LAS"), (".tif", "GeoTIFF"), (".geojson", "GeoJSON"),
            (".png", "PNG"), (".csv", "CSV"), (".json", "JSON"), (".glb", "glTF"), (".ply", "PLY"), (".html", "HTML"),
            (".gpkg", "GeoPackage"), (".vpc", "VPC")]

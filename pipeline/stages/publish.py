@@ -9,6 +9,7 @@ dataset, e.g. an unknown organisation), and "failed" names each ("ckan:<dataset>
 has a line in the targets' "rerun" lists (`pcpipe publish` exits 3 when there is one)."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -46,8 +47,10 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
         summary["timings"]["tiles3d_s"] = round(time.time() - t, 2)
     t = time.time()
     from ..publish.qgis import write_geopackage
+    from ..publish.web import write_wgs84_copies
 
     summary["geopackage"] = write_geopackage(run_dir)
+    summary["wgs84"] = write_wgs84_copies(run_dir)  # before discover: they are assets of their products
     wanted = products
     every = discover(run_dir, survey=survey, dates=dates)
     summary["vpc"] = _write_vpcs(run_dir, every)
@@ -105,7 +108,12 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
         summary["timings"]["stac_api_s"] = round(time.time() - t, 2)
     summary["status"] = "failed" if failed else "ok"
     summary["failed"] = failed
-    write_json(os.path.join(run_dir, "publish-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
+    from ..publish.web import without_machine_paths
+
+    # the file travels with the run folder: paths relative to it (the returned summary keeps them absolute)
+    write_json(os.path.join(run_dir, "publish-summary.json"),
+               without_machine_paths(json.loads(json.dumps(summary, default=str)), run_dir),
+               indent=2, ensure_ascii=False)
     return summary
 
 
