@@ -43,6 +43,7 @@ from markupsafe import Markup
 
 from pipeline.core.outputs import write_bytes
 from pipeline.core.rundir import RunDir
+from pipeline.publish.web import without_machine_paths
 
 from pipeline.layers import registry
 
@@ -69,6 +70,12 @@ def write_report(summary: dict, run_dir: str, html_path: str) -> dict:
     os.makedirs(report_dir, exist_ok=True)
     figures = compute_figures(summary or {}, run_dir, report_dir)
     figures = json.loads(json.dumps(figures, default=str))  # plain data, as summary.json will hold it
+    # the page travels with the run folder: no path of this machine in it (relative to the run folder, or the
+    # file name of what lies outside it; the night's summary keeps the full paths), the run directory named by
+    # its folder
+    figures = without_machine_paths(figures, run_dir)
+    if isinstance(figures.get("run"), dict) and figures["run"].get("run_dir"):
+        figures["run"]["run_dir"] = os.path.basename(run_dir.rstrip(os.sep))
     doc = render(figures, run_dir)
     write_bytes(html_path, doc.encode("utf-8"))
     return {"html": html_path, "figures": figures}

@@ -39,17 +39,14 @@ def _need_vendor():
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
+def published(demo_run):
     """A run directory from the demo survey with its 3D Tiles and preview page."""
     _need_vendor()
-    from pipeline.synthetic.demo import run_demo
     from pipeline.publish.preview import write_preview
     from pipeline.publish.products import discover
     from pipeline.stages.tiles3d import tiles3d
 
-    out = tmp_path_factory.mktemp("preview")
-    run_demo(str(out), quiet=True)  # its publish step writes the 3D Tiles (and a preview, rewritten below)
-    run = out / "tiles"
+    run = demo_run  # its publish step wrote the 3D Tiles and this same preview (rewritten below to the same bytes)
     if not glob.glob(str(run / "3dtiles" / "*" / "tileset.json")):
         tiles3d(str(run), str(run / "3dtiles"), workers=2, quiet=True)
     products = discover(str(run), survey="demo")

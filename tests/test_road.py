@@ -184,7 +184,8 @@ def test_road_stage_segments_rut_classes_and_outputs(road_run):
     cracked = [r for r in rows if r["crack_pct"] not in ("", "0.0")]
     assert {(r["lane"], r["segment"]) for r in cracked} <= {("0", "1"), ("-1", "1"), ("1", "1")}
     with rasterio.open(s["files"]["deviation"]) as src:
-        assert src.crs.to_epsg() == 6676 and src.profile["tiled"] and src.overviews(1)
+        assert src.crs.to_epsg() == 10169 and src.profile["tiled"] and src.overviews(1)
+        assert src.units == ("mm",) and src.descriptions[0].startswith("road surface deviation")
         assert src.nodata is not None
     with open(s["files"]["priorities"], newline="", encoding="utf-8") as f:
         pr = list(csv.DictReader(f))

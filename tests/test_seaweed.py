@@ -122,7 +122,18 @@ def test_stage_outputs_jblue_and_baseline(tmp_path, bag):
     assert float(rows["total"]["co2_t_per_year"]) == pytest.approx(
         sum(float(r["co2_t_per_year"]) for k, r in rows.items() if k != "total"), abs=0.01)
     with rasterio.open(s["files"]["species"]) as src:
-        assert src.crs.to_epsg() == 6676 and src.overviews(1)
+        assert src.crs.to_epsg() == 10169 and src.overviews(1)
+        # paletted categorical: a colour per class code, nodata 255 transparent
+        assert src.colorinterp[0].name == "palette" and src.dtypes[0] == "uint8" and src.nodata == 255
+        labels = {int(k): v for k, v in json.loads(src.tags()["LABELS"]).items()}
+        cmap = src.colormap(1)
+        assert all(cmap[k][3] == 255 for k in labels) and cmap[255][3] == 0
+        assert set(np.unique(src.read(1))) <= set(labels) | {255}
+    # the class names, where GDAL keeps them for a GeoTIFF (its PAM sidecar): entry i names code i
+    import xml.etree.ElementTree as ET
+
+    cats = [c.text or "" for c in ET.parse(s["files"]["species"] + ".aux.xml").iter("Category")]
+    assert {i: n for i, n in enumerate(cats) if n} == labels
     with open(s["files"]["beds"], encoding="utf-8") as f:
         beds_out = json.load(f)["features"]
     assert sorted(b["properties"]["species"] for b in beds_out) == sorted(

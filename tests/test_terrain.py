@@ -188,7 +188,9 @@ def test_seamless_mosaic_and_valid_cogs(tmp_path):
     assert sorted(d["code"] for d in s["sheets"]) == ["08ND7783", "08ND7784", "08ND7793", "08ND7794"]
     with rasterio.open(s["files"]["dtm"]) as d:
         assert d.profile["tiled"] and d.overviews(1) and d.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-        assert d.crs.to_epsg() == 6676 and d.nodata == -9999.0
+        # the compound CRS (EPSG:6676 + T.P. heights), as GDAL reads it back; band unit and description
+        assert d.crs.to_epsg() == 10169 and d.nodata == -9999.0
+        assert d.units == ("m",) and d.descriptions == ("ground height (T.P.)",)
         assert d.tags()["VERTICAL_DATUM"] == "JGD2011 (vertical) height"
         dtm = d.read(1, masked=True)
         t = d.transform

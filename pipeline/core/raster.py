@@ -67,17 +67,39 @@ COG_PROFILES = {
     # flags and 0-255 shades: no nodata (NaN written as 0); overviews pick a cell, never average classes
     "uint8": {"dtype": "uint8", "nodata": False,
               "options": {"BLOCKSIZE": 256, "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST"}},
+    # class codes 0-254 with a colour table (paletted): NaN written as nodata 255; overviews pick a cell
+    "classes": {"dtype": "uint8", "nodata": True,
+                "options": {"BLOCKSIZE": 256, "COMPRESS": "DEFLATE", "OVERVIEW_RESAMPLING": "NEAREST"}},
 }
+CLASS_NODATA = 255
+
+
+def cog_crs(crs) -> str:
+    """WKT of the CRS a COG is written in: the run's compound CRS (horizontal + T.P. heights, e.g. EPSG:10169)
+    where GDAL can write it as GeoTIFF keys (an EPSG-coded vertical part), else its horizontal part."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(crs)
+    if crs.is_compound:
+        h, v = crs.sub_crs_list[0], crs.sub_crs_list[1]
+        if h.to_epsg() is None or v.to_epsg() is None:
+            return h.to_wkt("WKT1_GDAL")
+    return crs.to_wkt("WKT1_GDAL")
 
 
 def write_cog(path: str, array: np.ndarray, grid: Grid, crs, tags: dict, nodata=NODATA,
-              profile: str = "float32") -> None:
+              profile: str = "float32", *, description: str | None = None, unit: str | None = None,
+              classes: dict | None = None) -> None:
     """Cloud Optimized GeoTIFF with the creation options of COG_PROFILES[profile] (256 px tiles, DEFLATE,
-    overviews); written aside and renamed."""
+    overviews); written aside and renamed. description, unit: the band's (what GIS show in the legend). classes
+    ({code: (name, "#rrggbb")}, with the "classes" profile): a paletted categorical raster, the colour table in the
+    COG and the category names in its GDAL sidecar (path + ".aux.xml": GeoTIFF has no tag for them)."""
     import rasterio
 
     prof = COG_PROFILES[profile]
     dtype = prof["dtype"]
+    if profile == "classes":
+        nodata = CLASS_NODATA
     arr = np.where(np.isnan(array), nodata, array) if prof["nodata"] else np.nan_to_num(array)
     with atomic_path(path, path + ".part.tif") as tmp, \
             rasterio.open(tmp, "w", driver="COG", width=grid.cols, height=grid.rows, count=1, dtype=dtype, crs=crs,
@@ -85,6 +107,35 @@ def write_cog(path: str, array: np.ndarray, grid: Grid, crs, tags: dict, nodata=
                           **prof["options"]) as dst:
         dst.write(arr.astype(dtype), 1)
         dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        if description:
+            dst.set_band_description(1, description)
+        if unit:
+            dst.set_band_unit(1, unit)
+        if classes:
+            dst.write_colormap(1, {int(k): _rgba(c) for k, (_, c) in classes.items()} | {CLASS_NODATA: (0, 0, 0, 0)})
+    if classes:
+        _write_categories(path, classes)
+
+
+def _rgba(colour: str) -> tuple:
+    h = colour.lstrip("#")
+    return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) + (255,)
+
+
+def _write_categories(path: str, classes: dict) -> None:
+    """The GDAL PAM sidecar holding the band's category names (GDALGetRasterCategoryNames: entry i names value i;
+    QGIS and gdalinfo show them)."""
+    from xml.sax.saxutils import escape
+
+    from .outputs import atomic
+
+    names = [""] * (max(int(k) for k in classes) + 1)
+    for k, (name, _) in classes.items():
+        names[int(k)] = name
+    cats = "".join(f"      <Category>{escape(n)}</Category>\n" for n in names)
+    with atomic(path + ".aux.xml", "w", encoding="utf-8") as f:
+        f.write(f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>\n{cats}    </CategoryNames>\n'
+                f"  </PAMRasterBand>\n</PAMDataset>\n")
 
 
 def window_of(grid: Grid, bounds) -> tuple[int, int, int, int]:

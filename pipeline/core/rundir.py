@@ -5,6 +5,7 @@ work area and the manifest. Stages and layers ask it for paths instead of joinin
   <run>/<source>/<CODE><ext>, <run>/<source>/index.geojson, <run>/<source>/tile-summary.json
   <run>/<layer>/[<source>/]...  (terrain/als, road/mms, seaweed/mbes, pipes, deer)
   <run>/_work/...               (parts, per-sheet arrays: kept between runs, never published)
+  <run>/qgis/run.gpkg, <run>/<source>/<source>.vpc   (written by publish, for QGIS)
 """
 from __future__ import annotations
 
@@ -72,6 +73,15 @@ class RunDir:
 
     def index_path(self, source: str) -> str:
         return os.path.join(self.path, source, "index.geojson")
+
+    def vpc_path(self, source: str) -> str:
+        """The source's virtual point cloud (STAC ItemCollection of its sheets), beside them."""
+        return os.path.join(self.path, source, source + ".vpc")
+
+    @property
+    def gpkg_path(self) -> str:
+        """The run's GeoPackage: sheet indexes and vector layers with their QGIS styles."""
+        return os.path.join(self.path, "qgis", "run.gpkg")
 
     def tile_summary_path(self, source: str) -> str:
         return os.path.join(self.path, source, "tile-summary.json")

@@ -55,12 +55,13 @@ TOKEN_FILE_ENV = "PCPIPE_CKAN_TOKEN_FILE"
 NAME_PREFIX = "vs"
 LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
 PUBLISHER = {"ja": "静岡県", "en": "Shizuoka Prefecture", "url": "https://www.pref.shizuoka.jp/"}
-# Files always published as links, whatever their size: point clouds, rasters, 3D models and tilesets (whose
-# tiles are addressed relative to them).
-LINK_SUFFIXES = (".laz", ".las", ".ply", ".tif", ".tiff", ".glb", ".b3dm", ".pnts", "tileset.json")
+# Files always published as links, whatever their size: point clouds, rasters, 3D models, tilesets and virtual
+# point clouds (whose tiles and sheets are addressed relative to them), rasters' GDAL sidecars (read beside them).
+LINK_SUFFIXES = (".laz", ".las", ".ply", ".tif", ".tiff", ".glb", ".b3dm", ".pnts", "tileset.json", ".vpc",
+                 ".aux.xml")
 FORMATS = [(".copc.laz", "COPC"), (".laz", "LAZ"), (".las", "LAS"), (".tif", "GeoTIFF"), (".geojson", "GeoJSON"),
            (".png", "PNG"), (".csv", "CSV"), (".json", "JSON"), (".glb", "glTF"), (".ply", "PLY"), (".html", "HTML"),
-           (".gpkg", "GeoPackage")]
+           (".gpkg", "GeoPackage"), (".vpc", "VPC")]
 # Categories of the Japanese government data catalog (data.go.jp), by kind of product.
 POINTCLOUD_THEMES = ["住宅・土地・建設"]  # a layer's themes are in its registration
 SOURCE_LABELS = {"als": "航空レーザ測量 / airborne laser scanning", "mms": "MMS / mobile mapping system",

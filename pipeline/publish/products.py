@@ -36,6 +36,8 @@ MEDIA = {
     ".glb": "model/gltf-binary",
     ".ply": "application/ply",
     ".html": "text/html",
+    ".vpc": "application/geo+json",
+    ".aux.xml": "application/xml",  # GDAL's sidecar of a raster (species.tif's class names)  # a virtual point cloud: a GeoJSON FeatureCollection of STAC Items
 }
 # "ckan": an id of CKAN's default licence register (cc-by: Creative Commons Attribution); its version, 4.0, is
 # carried by "title" and "url" (the register's own entry names no version)
@@ -203,7 +205,7 @@ def _asset(run_dir, path, key=None, roles=None, title=None) -> Asset:
     name = os.path.basename(path)
     if roles is None:
         roles = (["thumbnail", "overview"] if name.endswith(".png") else
-                 ["metadata"] if name.endswith("-summary.json") or name == "index.geojson" else ["data"])
+                 ["metadata"] if name.endswith(("-summary.json", ".aux.xml")) or name == "index.geojson" else ["data"])
     return Asset(key=key or name.split(".")[0], href=rel, media_type=media_type(name), roles=roles,
                  title=title or name, size=os.path.getsize(path))
 
@@ -212,7 +214,9 @@ def _folder_assets(run_dir, folder) -> list[Asset]:
     skip = (".part", ".tmp")
     names = [n for n in sorted(os.listdir(folder))
              if os.path.isfile(os.path.join(folder, n)) and not n.endswith(skip) and not n.startswith(".")]
-    stems = [n.split(".")[0] for n in names]
+    # an RFC 7946 copy (x.wgs84.geojson, publish.web) and a GDAL sidecar (x.tif.aux.xml) have keys of their own
+    stems = [n.split(".")[0] + ("-wgs84" if n.endswith(".wgs84.geojson") else "-aux" if n.endswith(".aux.xml") else "")
+             for n in names]
     # keys are unique within an item (STAC, CKAN resource names): anomalies.csv and anomalies.geojson both exist
     return [_asset(run_dir, os.path.join(folder, n), key=st if stems.count(st) == 1 else n.replace(".", "-"))
             for n, st in zip(names, stems)]
@@ -389,9 +393,14 @@ def _pointcloud(run_dir, source, survey, crs, given_dates) -> Product | None:
     if not items:
         return None
     assets = [_asset(run_dir, rd.index_path(source), "index", ["metadata"], "sheet index")]
+    wgs84 = rd.index_path(source)[:-len(".geojson")] + ".wgs84.geojson"  # publish.web's RFC 7946 copy
+    if os.path.exists(wgs84):
+        assets.append(_asset(run_dir, wgs84, "index-wgs84", ["metadata"], "sheet index (WGS 84, RFC 7946)"))
     tileset = os.path.join(run_dir, "3dtiles", source, "tileset.json")
     if os.path.exists(tileset):
         assets.append(_asset(run_dir, tileset, "3dtiles", ["visual", "3d-tiles"], "3D Tiles 1.1 tileset"))
+    if os.path.exists(rd.vpc_path(source)):  # written by publish (publish.qgis.write_vpc)
+        assets.append(_asset(run_dir, rd.vpc_path(source), "vpc", ["data"], "virtual point cloud (QGIS, PDAL wrench)"))
     bbox = _union(it.bbox for it in items)
     wbox, geom = footprint(bbox)
     points = sum(it.properties["pc:count"] for it in items)

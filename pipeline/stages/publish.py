@@ -9,6 +9,7 @@ dataset, e.g. an unknown organisation), and "failed" names each ("ckan:<dataset>
 has a line in the targets' "rerun" lists (`pcpipe publish` exits 3 when there is one)."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -45,8 +46,14 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
                 summary["tiles3d"][name] = lay.tileset(lay.out_dir(run_dir), os.path.join(run_dir, "3dtiles", name))
         summary["timings"]["tiles3d_s"] = round(time.time() - t, 2)
     t = time.time()
+    from ..publish.qgis import write_geopackage
+    from ..publish.web import write_wgs84_copies
+
+    summary["geopackage"] = write_geopackage(run_dir)
+    summary["wgs84"] = write_wgs84_copies(run_dir)  # before discover: they are assets of their products
     wanted = products
     every = discover(run_dir, survey=survey, dates=dates)
+    summary["vpc"] = _write_vpcs(run_dir, every)
     # --product picks what goes to the remote targets; the local catalog and page always show the whole run
     # (written from a subset, the catalog would drop the other products' collections)
     products = every
@@ -101,5 +108,29 @@ def publish(run_dir: str, *, survey: str | None = None, dates: dict | None = Non
         summary["timings"]["stac_api_s"] = round(time.time() - t, 2)
     summary["status"] = "failed" if failed else "ok"
     summary["failed"] = failed
-    write_json(os.path.join(run_dir, "publish-summary.json"), summary, indent=2, ensure_ascii=False, default=str)
+    from ..publish.web import without_machine_paths
+
+    # the file travels with the run folder: paths relative to it (the returned summary keeps them absolute)
+    write_json(os.path.join(run_dir, "publish-summary.json"),
+               without_machine_paths(json.loads(json.dumps(summary, default=str)), run_dir),
+               indent=2, ensure_ascii=False)
     return summary
+
+
+def _write_vpcs(run_dir: str, products) -> list[str]:
+    """A virtual point cloud per point-cloud product, listed as its asset (rewritten each time: its sheets may
+    have changed since `discover` read the last one)."""
+    from ..core.manifest import file_sha256
+    from ..publish.products import _asset
+    from ..publish.qgis import write_vpc
+
+    out = []
+    for p in products:
+        if p.kind != "pointcloud":
+            continue
+        path = write_vpc(run_dir, p)
+        a = _asset(run_dir, path, "vpc", ["data"], "virtual point cloud (QGIS, PDAL wrench)")
+        a.sha256 = file_sha256(path)
+        p.assets = [x for x in p.assets if x.key != "vpc"] + [a]
+        out.append(a.href)
+    return out

@@ -28,6 +28,14 @@ def _fail(path, message):
     raise DeerInputError(f"{path}: {message}")
 
 
+def _crs_horizontal(crs):
+    """The horizontal part (pyproj) of a rasterio or pyproj CRS."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(crs.to_wkt())
+    return crs.sub_crs_list[0] if crs.is_compound else crs
+
+
 def _crs_label(crs) -> str:
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg else crs.name
@@ -552,7 +560,7 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
     from shapely.ops import unary_union
 
     from ...core.outputs import write_csv, write_json
-    from ...core.raster import Grid, write_cog
+    from ...core.raster import Grid, cog_crs, write_cog
 
     cfg = layer_config("deer", config_path)  # the whole --config file checked before any input is read
     try:
@@ -640,7 +648,7 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
                                       "suitability": round(float(suit[best[0], best[1]]), 3)}})
     capturable = np.isin(labels, reached)
     os.makedirs(out_dir, exist_ok=True)
-    epsg = crs.to_epsg()
+    epsg = _crs_horizontal(crs).to_epsg()  # GeoJSON names the horizontal part (the terrain COGs are compound)
     crs_member = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()}}
 
     def polygons(mask, kind, extra):
@@ -662,8 +670,9 @@ def deer_layer(terrain_dir: str, density_path: str, captures_path: str, out_dir:
     files = {"gap": dump("capture_gap.geojson", gap_f), "capturable": dump("capturable.geojson", cap_f),
              "routes": dump("routes.geojson", routes)}
     files["suitability"] = os.path.join(out_dir, "suitability.tif")
-    write_cog(files["suitability"], suit, grid, crs.to_wkt(), {"PRODUCT": "trap suitability 0-1",
-                                                             "CONFIG": json.dumps(cfg)})
+    write_cog(files["suitability"], suit, grid, cog_crs(crs.to_wkt()), {"PRODUCT": "trap suitability 0-1",
+                                                             "CONFIG": json.dumps(cfg)},
+              description="trap suitability (0-1)")
     cell_ha = res * res / 1e4
     summary = {"as_of": ref.isoformat() if ref else None, "road_source": road_source,
                "captures": len(caps), "recent_captures": len(recent),

@@ -208,7 +208,7 @@ def compare_epochs(prev_dir: str, anomalies: list[dict], segments: list[dict], c
 
 def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, previous: str | None = None,
          config_path: str | None = None, workers=None, scheduler=None, quiet=False, **tile_opts) -> dict:
-    from ...core.raster import write_cog
+    from ...core.raster import cog_crs, write_cog
 
     cfg = layer_config("road", config_path)
     out_dir = os.path.abspath(out_dir)
@@ -300,9 +300,10 @@ def road(paths, out_dir, source: str = "mms", *, trajectory: str | None = None, 
     grid, dev = deviation_raster(rasters, cfg["outputs"]["cog_cell_m"])
     if grid is not None:
         files["deviation"] = os.path.join(dest, "deviation.tif")
-        write_cog(files["deviation"], dev, grid, horiz.to_wkt(),
+        write_cog(files["deviation"], dev, grid, cog_crs(rd.settings["target_crs"]),
                   {"PRODUCT": "road surface deviation", "UNITS": "mm above (+) / below (-) the reference surface",
-                   "REFERENCE": json.dumps(cfg["reference"]), "SHEETS": ",".join(codes)})
+                   "REFERENCE": json.dumps(cfg["reference"]), "SHEETS": ",".join(codes)},
+                  description="road surface deviation from the reference surface (+ above)", unit="mm")
         files["quicklook"] = os.path.join(dest, "quicklook.png")
         quicklook(files["quicklook"], grid, dev, anomalies)
     counts = {t: sum(1 for a in anomalies if a["type"] == t) for t in order}

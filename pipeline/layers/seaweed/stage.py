@@ -12,10 +12,19 @@ import numpy as np
 from ...core.config import layer_config
 from . import beds as S
 from ...core.outputs import atomic_path, feature_collection, write_csv, write_json
-from ...core.raster import NODATA, write_cog
+from ...core.raster import NODATA, cog_crs, write_cog
 from ...core.rundir import RunDir
 from ...core.sheets import sheet_apply
 from ...stages.tile import tiled_sheets
+
+BAND_UNIT = {"depth": "m", "canopy_height": "m", "volume": "m", "backscatter_mean": "dB", "backscatter_std": "dB",
+             "roughness": "m"}  # band units, as GDAL spells them
+# colours of species.tif's classes: 0 bare sand, then greens and browns as the seaweeds look
+SPECIES_COLOURS = ["#e6d8ad", "#1b7837", "#b8860b", "#5aae61", "#8c510a", "#35978f", "#bf812d", "#01665e"]
+
+
+def species_colour(code: int) -> str:
+    return SPECIES_COLOURS[int(code) % len(SPECIES_COLOURS)]
 
 MARGIN = 12.0  # m: three floor cells and the widest statistics window
 
@@ -89,7 +98,7 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
     species = np.zeros(bed.shape, np.uint8)
     model_info = None
     horiz_crs, vertical = rd.output_crs()
-    horiz = horiz_crs.to_wkt()
+    raster_crs = cog_crs(rd.settings["target_crs"])  # compound: depths are below T.P.
     if dive:
         dives = S.read_dive(dive, cfg, crs=dive_crs, target_crs=horiz_crs)
         model, cv, used = S.train_species(prod, grid, dives, cfg)
@@ -109,13 +118,15 @@ def seaweed(paths, out_dir, source: str = "mbes", *, dive: str | None = None, di
              "roughness": "m (std of floor soundings)", "soundings": "count in the window"}
     for k in S.PRODUCTS:
         files[k] = os.path.join(dest, f"{k}.tif")
-        write_cog(files[k], prod[k], grid, horiz, {"PRODUCT": k, "UNITS": units[k], "VERTICAL_DATUM": vertical,
-                                                  "PARAMS": json.dumps(cfg["products"])}, nodata=NODATA)
+        write_cog(files[k], prod[k], grid, raster_crs, {"PRODUCT": k, "UNITS": units[k], "VERTICAL_DATUM": vertical,
+                                                       "PARAMS": json.dumps(cfg["products"])}, nodata=NODATA,
+                  description=f"{k.replace('_', ' ')} ({units[k]})", unit=BAND_UNIT.get(k))
     files["species"] = os.path.join(dest, "species.tif")
-    write_cog(files["species"], np.where(prod["soundings"] > 0, species, np.nan), grid, horiz,
-              {"PRODUCT": "species", "LABELS": json.dumps({0: "bare (no vegetation)"} | cfg["species"]["labels"],
-                                                           ensure_ascii=False),
-               "MODEL": json.dumps(model_info)}, nodata=NODATA)
+    labels = {0: "bare (no vegetation)"} | {int(k): v for k, v in cfg["species"]["labels"].items()}
+    write_cog(files["species"], np.where(prod["soundings"] > 0, species, np.nan), grid, raster_crs,
+              {"PRODUCT": "species", "LABELS": json.dumps(labels, ensure_ascii=False),
+               "MODEL": json.dumps(model_info)}, profile="classes", description="seaweed species class",
+              classes={k: (v, species_colour(k)) for k, v in labels.items()})
     beds = S.bed_polygons(bed, prod, grid, cfg, species if dive else None)
     files["beds"] = os.path.join(dest, "beds.geojson")
     write_json(files["beds"], feature_collection(beds, "beds", horiz_crs), ensure_ascii=False)

@@ -14,12 +14,16 @@ from .dtm import PRODUCTS, TerrainParams, terrain_products
 from .ground import SMRF, reclassify
 from ...core.config import layer_config
 from ...core.outputs import write_json
-from ...core.raster import NODATA, window_of, write_cog
+from ...core.raster import NODATA, cog_crs, window_of, write_cog
 from ...core.sheets import sheet_apply
 from ...stages.tile import tiled_sheets
 
 # 0/1 and 0-255 products as bytes; the rest float32 with nodata
 PROFILES = {"dtm_filled": "uint8", "hillshade": "uint8"}
+BAND = {"dtm": "ground height (T.P.)", "dsm": "surface height (T.P.)", "chm": "height above ground",
+        "slope": "slope of the ground", "aspect": "aspect of the ground (clockwise from north)",
+        "hillshade": "hillshade of the DTM", "dtm_filled": "1 where no ground point: DTM cell filled"}
+BAND_UNIT = {"dtm": "m", "dsm": "m", "chm": "m", "slope": "deg", "aspect": "deg"}  # band units, as GDAL spells them
 
 
 def ground_file(src: str, dst: str, keep_existing: bool = False, p: SMRF = SMRF()) -> dict:
@@ -108,13 +112,15 @@ def terrain(paths, out_dir, source: str = "als", *, resolution: float = 0.5, kee
     os.makedirs(outdir, exist_ok=True)
     units = {"dtm": "metre", "dsm": "metre", "chm": "metre", "slope": "degree", "aspect": "degree from north",
              "hillshade": "0-255", "dtm_filled": "1 = no ground point, filled"}
+    crs = cog_crs(rd.settings["target_crs"])  # compound: the heights are T.P.
     files = {}
     for k in PRODUCTS:
         path = os.path.join(outdir, f"{k}.tif")
-        write_cog(path, arrays[k], grid, horiz.to_wkt(),
+        write_cog(path, arrays[k], grid, crs,
                   {"PRODUCT": k, "UNITS": units[k], "VERTICAL_DATUM": vertical, "RESOLUTION_M": resolution,
                    "GROUND_FILTER": json.dumps(smrf.params()), "TERRAIN_PARAMS": json.dumps(p.params()),
-                   "SHEETS": ",".join(codes)}, nodata=NODATA, profile=PROFILES.get(k, "float32"))
+                   "SHEETS": ",".join(codes)}, nodata=NODATA, profile=PROFILES.get(k, "float32"),
+                  description=BAND[k], unit=BAND_UNIT.get(k))
         files[k] = path
     summary = {"source": source, "sheets": done, "files": files, "resolution": resolution,
                "sheets_computed": sorted(fresh), "sheets_reused": sorted(c for c in codes if c not in fresh),
