@@ -10,6 +10,7 @@ from xml.sax.saxutils import quoteattr
 from ..core.outputs import atomic_path, write_json
 from ..core.rundir import RunDir
 from ..layers import registry
+from .products import utc
 
 # GDAL stamps gpkg_contents.last_change with the clock unless told: reruns must give the same bytes
 FIXED_TIME = "2000-01-01T00:00:00.000Z"
@@ -229,8 +230,10 @@ def write_vpc(run_dir: str, product) -> str:
         data = next(a for a in it.assets if "data" in a.roles)
         href = os.path.relpath(os.path.join(run_dir, data.href), os.path.dirname(path)).replace(os.sep, "/")
         ring = it.geometry["coordinates"][0]
-        props = {"datetime": product.start, "pc:count": it.properties["pc:count"],
-                 "pc:encoding": it.properties.get("pc:encoding"), "pc:schemas": it.properties.get("pc:schemas", []),
+        # as PDAL wrench writes them (pointcloud v1.0.0 with pc:encoding, projection v1.1.0); STAC times in UTC
+        props = {"datetime": utc(product.start), "pc:count": it.properties["pc:count"],
+                 "pc:encoding": "LASzip" if href.endswith(".laz") else "binary",
+                 "pc:schemas": it.properties.get("pc:schemas", []),
                  "pc:type": it.properties.get("pc:type", "lidar"),
                  "proj:bbox": [it.bbox[0], it.bbox[1], z0, it.bbox[2], it.bbox[3], z1],
                  "proj:epsg": product.crs.get("epsg"), "proj:wkt2": wkt,
@@ -239,7 +242,7 @@ def write_vpc(run_dir: str, product) -> str:
                      [it.bbox[0], it.bbox[3], z0], [it.bbox[0], it.bbox[1], z0]]]},
                  "sheet": it.sheet}
         if product.start and product.end and product.start != product.end:
-            props.update(start_datetime=product.start, end_datetime=product.end)
+            props.update(start_datetime=utc(product.start), end_datetime=utc(product.end))
         feats.append({"type": "Feature", "stac_version": "1.0.0", "stac_extensions": [PC_EXT, PROJ_EXT],
                       "id": it.sheet or it.id,
                       "geometry": {"type": "Polygon", "coordinates": [[[x, y, z0] for x, y in ring]]},
