@@ -32,7 +32,7 @@ class Layer:
     name: str
     source: str  # source kind whose tiled sheets it reads (als, mms, mbes, iphone)
     order: int  # where it comes in a night and in the catalog (lower first)
-    summary: str  # the summary JSON it writes in that folder
+    summary: str  # the summary JSON it writes in its output folder (out_dir)
     run: Callable  # run(run_dir, source, inputs, options) -> summary dict; inputs: the source's files
     title_ja: str
     title_en: str
