@@ -17,14 +17,14 @@ PLUGINS = os.path.join(os.path.dirname(__file__), "plugins")
 
 @pytest.fixture
 def density_plugin(monkeypatch):
+    bundled = layers.registry()  # loaded before the plug-in, so that what is put back is the bundled set
     monkeypatch.syspath_prepend(PLUGINS)
     monkeypatch.setenv("PCPIPE_LAYERS", "density_layer")
-    saved = dict(layers._REGISTRY), layers._LOADED
     layers._LOADED = False
     yield layers.registry()["density"]
     layers._REGISTRY.clear()
-    layers._REGISTRY.update(saved[0])
-    layers._LOADED = saved[1]
+    layers._REGISTRY.update(bundled)
+    layers._LOADED = True
     sys.modules.pop("density_layer", None)
     sys.modules.pop("density_layer.density", None)
 
