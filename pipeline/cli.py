@@ -132,7 +132,6 @@ def cmd_layer(a) -> int:
 
     from .core.runner import run_session
     from .layers import get
-    from .stages.run import run_layer
 
     lay = get(a.name)
     opts = {"config_path": a.config, "workers": a.workers, "scheduler": a.scheduler, "quiet": a.quiet}
@@ -149,7 +148,7 @@ def cmd_layer(a) -> int:
     if not os.path.isdir(a.run_dir):
         raise FileNotFoundError(2, "no such run directory", a.run_dir)
     with run_session(a.workers, a.scheduler):
-        run_layer(lay, a.run_dir, None, opts)
+        lay.run(a.run_dir, lay.source, opts)
     print(f"{lay.name}: -> {lay.out_dir(a.run_dir)}/")
     return 0
 

@@ -435,7 +435,8 @@ def plan(cfg: dict, inputs: dict) -> list[dict]:
 # ------------------------------------------------------------------------------------------------- stages
 def _run_step(step: dict, cfg: dict, inputs: dict, quiet: bool) -> dict:
     """One step: a source's tiling, then its layer on the sheets just written; a layer of layers; publish."""
-    from pipeline.stages.run import run_layer, split_options, tile_source
+    from pipeline.stages.run import split_options
+    from pipeline.stages.tile import tile
 
     run_dir = cfg["run_dir"]
     common = {"config_path": cfg.get("config"), "workers": cfg.get("workers"), "scheduler": cfg.get("scheduler"),
@@ -451,13 +452,13 @@ def _run_step(step: dict, cfg: dict, inputs: dict, quiet: bool) -> dict:
                        tiles3d=pub.get("tiles3d", True), preview=pub.get("preview", True),
                        workers=cfg.get("workers"), scheduler=cfg.get("scheduler"), quiet=quiet)
     if name.startswith("tile:"):
-        return tile_source(inputs[source], run_dir, source, dict(common, **gcp))
+        return tile(inputs[source], run_dir, source, **common, **gcp)
     lay = registry()[name]
     if lay.needs:  # reads other layers' outputs and its own tables, not the source's sheets
-        return run_layer(lay, run_dir, None, dict(cfg.get(name) or {}, config_path=cfg.get("config")))
+        return lay.run(run_dir, lay.source, dict(cfg.get(name) or {}, config_path=cfg.get("config")))
     tiling, opts = split_options(cfg.get(name) or {})
-    t = tile_source(inputs[source], run_dir, source, dict(common, **tiling, **gcp))
-    s = run_layer(lay, run_dir, inputs[source], dict(common, **opts, **gcp))
+    t = tile(inputs[source], run_dir, source, **common, **tiling, **gcp)
+    s = lay.run(run_dir, lay.source, dict(common, **opts, **gcp))
     s["tile"] = {k: v for k, v in t.items() if k != "results"}
     return s
 

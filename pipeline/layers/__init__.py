@@ -33,7 +33,7 @@ class Layer:
     source: str  # source kind whose tiled sheets it reads (als, mms, mbes, iphone)
     order: int  # where it comes in a night and in the catalog (lower first)
     summary: str  # the summary JSON it writes in its output folder (out_dir)
-    run: Callable  # run(run_dir, source, inputs, options) -> summary dict; inputs: the source's files
+    run: Callable  # run(run_dir, source, options) -> summary dict, on the sheets the tiler wrote
     title_ja: str
     title_en: str
     keywords: tuple = ()

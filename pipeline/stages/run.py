@@ -1,6 +1,6 @@
 """`pcpipe run`: the stages of one survey in order, on one run directory. Every source given is tiled once
 (incremental: unchanged inputs are not redone); then each layer of the registry whose source has inputs reads
-the sheets the tiler wrote. The nightly batch calls `tile_source` and `run_layer` step by step."""
+the sheets the tiler wrote. The nightly batch takes the same steps one by one (tasks/nightly.py)."""
 from __future__ import annotations
 
 import inspect
@@ -22,18 +22,6 @@ def split_options(options: dict) -> tuple[dict, dict]:
     tiling = {k: v for k, v in options.items() if k in tile_keys}
     layer = {k: v for k, v in options.items() if k not in tile_keys or k in COMMON}
     return tiling, layer
-
-
-def tile_source(paths, out_dir: str, source: str, options: dict) -> dict:
-    from .tile import tile
-
-    return tile(paths, out_dir, source, **options)
-
-
-def run_layer(layer: Layer, out_dir: str, inputs, options: dict) -> dict:
-    """One layer on a run directory whose source was tiled. inputs: the source's files (a layer that needs the
-    scans themselves, such as pipes, reads them; the others read the sheets)."""
-    return layer.run(out_dir, layer.source, inputs, options)
 
 
 def wanted_layers(inputs: dict, names=None) -> list[Layer]:
@@ -66,7 +54,7 @@ def run(inputs: dict[str, list[str]], out_dir: str, stages=None, *, config_path=
 
 def _run(inputs, out_dir, wanted, common, layer_options, tile_options) -> dict:
     from ..core.errors import AllQuarantined
-    from .tile import quarantine_records
+    from .tile import quarantine_records, tile
 
     summary = {"run_dir": os.path.abspath(out_dir), "tile": {}, "layers": {}}
     for source, paths in inputs.items():
@@ -76,7 +64,7 @@ def _run(inputs, out_dir, wanted, common, layer_options, tile_options) -> dict:
         for lay in wanted:  # a layer's own section may carry tiling options for its source
             if lay.source == source:
                 tiling.update(split_options(layer_options.get(lay.name, {}))[0])
-        s = tile_source(paths, out_dir, source, tiling)
+        s = tile(paths, out_dir, source, **tiling)
         summary["tile"][source] = {k: v for k, v in s.items() if k != "results"}
         summary["tile"][source]["quarantined_files"] = quarantine_records(
             r for r in s["results"] if r["status"] == "quarantined")
@@ -86,7 +74,7 @@ def _run(inputs, out_dir, wanted, common, layer_options, tile_options) -> dict:
                     **({"gcp": tile_options[lay.source]["gcp"]} if tile_options.get(lay.source, {}).get("gcp")
                        else {}))
         try:
-            s = run_layer(lay, out_dir, inputs[lay.source], opts)
+            s = lay.run(out_dir, lay.source, opts)
         except AllQuarantined as e:  # every input of this layer refused: say so, and go on with the others
             summary["tile"][lay.source]["quarantined_files"] = quarantine_records(e.refused)
             summary["quarantined_layers"][lay.name] = {"message": str(e), "lines": e.lines()}

@@ -4,7 +4,7 @@ from ...core.rundir import RunDir
 from .. import Layer, Overlay, register
 
 
-def _run(run_dir, source, inputs, options):
+def _run(run_dir, source, options):
     from .capture import deer_layer
 
     d, rd = options, RunDir(run_dir)

@@ -2,13 +2,13 @@
 from .. import Layer, Overlay, register
 
 
-def _run(run_dir, source, inputs, options):
+def _run(run_dir, source, options):
     """The scans were tiled by the caller like every source; the layer reads each one back from its parts."""
     from .stage import pipes
 
     o = options
-    return pipes(inputs, run_dir, gcp=o.get("gcp"), config_path=o.get("config_path"), date=o.get("date"),
-                 nominal=o.get("nominal"), quiet=o.get("quiet", False), tiled=True)
+    return pipes(None, run_dir, gcp=o.get("gcp"), config_path=o.get("config_path"), date=o.get("date"),
+                 nominal=o.get("nominal"), quiet=o.get("quiet", False))
 
 
 def _tileset(folder, out):

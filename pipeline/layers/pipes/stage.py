@@ -140,14 +140,15 @@ def _tiled_scans(rd: RunDir) -> tuple[list[dict], list[dict], list[np.ndarray]]:
 
 
 def pipes(scans, out_dir, *, gcp: str | None = None, nominal: list[int] | None = None, date: str | None = None,
-          config_path: str | None = None, quiet: bool = False, tiled: bool = False, **tile_opts) -> dict:
-    """The ledger of one excavation's scans. tiled: the scans were tiled into out_dir just before (a run, a
-    night); else they are tiled here first, like every source (their point clouds are published too)."""
+          config_path: str | None = None, quiet: bool = False, **tile_opts) -> dict:
+    """The ledger of one excavation's scans. With scans, they are tiled into out_dir first, like every source
+    (their point clouds are published too); with None, the scans the run directory's last tiling took are read
+    (a run, a night: the tiler ran just before)."""
     cfg = layer_config("pipes", config_path)
     if nominal:
         cfg["pipes"]["nominal_mm"] = sorted(int(n) for n in nominal)
     rd = RunDir(os.path.abspath(out_dir))
-    if not tiled:
+    if scans is not None:
         from ...stages.tile import tile
 
         tile(list(scans), rd.path, "iphone", gcp=gcp, config_path=config_path, quiet=quiet, **tile_opts)

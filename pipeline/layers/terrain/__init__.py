@@ -2,7 +2,7 @@
 from .. import Layer, register
 
 
-def _run(run_dir, source, inputs, options):
+def _run(run_dir, source, options):
     from .stage import terrain
 
     return terrain(None, run_dir, source, **options)  # the sheets the tiler wrote

@@ -4,7 +4,7 @@ loads it through PCPIPE_LAYERS and finds it in `pcpipe run`, the nightly batch, 
 from pipeline.layers import Layer, register
 
 
-def _run(run_dir, source, inputs, options):
+def _run(run_dir, source, options):
     from .density import density_layer
 
     return density_layer(run_dir, source, cell=options.get("cell", 1.0))
