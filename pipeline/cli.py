@@ -310,6 +310,13 @@ def runtime_options(s, *names, **over) -> None:
     _add_group(s, RUNTIME, names, over)
 
 
+def layer_inputs(s, source: str, out_help: str, paths_help: str | None = None) -> None:
+    """PATHS --out --source of a layer's own command: the files it tiles into the run directory first."""
+    s.add_argument("paths", nargs="+", **({"help": paths_help} if paths_help else {}))
+    s.add_argument("--out", required=True, help=out_help)
+    s.add_argument("--source", default=source, choices=SOURCES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .layers import registry
 

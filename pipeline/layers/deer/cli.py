@@ -1,5 +1,5 @@
-"""`pcpipe deer`: the deer layer on its own, from input files (they are tiled into --out first where the
-layer reads sheets). `cli` is pipeline/cli.py, handed in for its shared option groups."""
+"""`pcpipe deer`: the deer layer on its own, from a terrain layer's folder and the density and capture tables.
+`cli` is pipeline/cli.py, handed in for its shared option groups."""
 from __future__ import annotations
 
 

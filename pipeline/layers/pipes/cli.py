@@ -1,5 +1,5 @@
-"""`pcpipe pipes`: the pipes layer on its own, from input files (they are tiled into --out first where the
-layer reads sheets). `cli` is pipeline/cli.py, handed in for its shared option groups."""
+"""`pcpipe pipes`: the pipes layer on its own, from scan files (they are tiled into --out first, and the layer
+reads each one back). `cli` is pipeline/cli.py, handed in for its shared option groups."""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,5 @@
 """`pcpipe road`: the road layer on its own, from input files (they are tiled into --out first where the
-layer reads sheets). `cli` is pipeline/cli.py, handed in for its shared option groups."""
+layer reads them). `cli` is pipeline/cli.py, handed in for its shared option groups."""
 from __future__ import annotations
 
 import os
@@ -7,9 +7,7 @@ import os
 
 def add_command(sub, cli) -> None:
     s = sub.add_parser("road", help="road layer from MMS: potholes, steps, bumps, cracks, rut/IRI/MCI per segment")
-    s.add_argument("paths", nargs="+", help="MMS files or folders")
-    s.add_argument("--out", required=True, help="run directory (sheets; products under road/<source>/)")
-    s.add_argument("--source", default="mms", choices=cli.SOURCES)
+    cli.layer_inputs(s, "mms", "run directory (sheets; products under road/<source>/)", "MMS files or folders")
     s.add_argument("--trajectory", help="CSV of time, E, N, H in the target CRS (default: rebuilt from GPS time)")
     s.add_argument("--previous", help="an earlier road output (run directory or its road/<source>/) to compare")
     cli.runtime_options(s, "config",

@@ -1,5 +1,5 @@
 """`pcpipe seaweed`: the seaweed layer on its own, from input files (they are tiled into --out first where the
-layer reads sheets). `cli` is pipeline/cli.py, handed in for its shared option groups."""
+layer reads them). `cli` is pipeline/cli.py, handed in for its shared option groups."""
 from __future__ import annotations
 
 import os
@@ -7,9 +7,8 @@ import os
 
 def add_command(sub, cli) -> None:
     s = sub.add_parser("seaweed", help="seaweed beds from multibeam: floor, canopy, cover, beds, species, J Blue table")
-    s.add_argument("paths", nargs="+", help="multibeam files or folders")
-    s.add_argument("--out", required=True, help="run directory (sheets; products under seaweed/<source>/)")
-    s.add_argument("--source", default="mbes", choices=cli.SOURCES)
+    cli.layer_inputs(s, "mbes", "run directory (sheets; products under seaweed/<source>/)",
+                     "multibeam files or folders")
     s.add_argument("--dive", help="dive-survey points to train the species model: CSV with x,y / easting,northing / "
                                   "E,N / lon,lat columns, species and date, or GeoJSON / GeoPackage points; species "
                                   "by code, Japanese name, Latin name or genus, or bare / none / sand / rock / なし")

@@ -1,5 +1,5 @@
 """`pcpipe terrain`: the terrain layer on its own, from input files (they are tiled into --out first where the
-layer reads sheets). `cli` is pipeline/cli.py, handed in for its shared option groups."""
+layer reads them). `cli` is pipeline/cli.py, handed in for its shared option groups."""
 from __future__ import annotations
 
 import os
@@ -7,9 +7,7 @@ import os
 
 def add_command(sub, cli) -> None:
     s = sub.add_parser("terrain", help="DTM, DSM, canopy height, slope, aspect, hillshade as COGs")
-    s.add_argument("paths", nargs="+")
-    s.add_argument("--out", required=True, help="run directory (sheets are tiled there first)")
-    s.add_argument("--source", default="als", choices=cli.SOURCES)
+    cli.layer_inputs(s, "als", "run directory (sheets are tiled there first)")
     s.add_argument("--resolution", type=float, default=0.5)
     s.add_argument("--keep-existing", action="store_true", help="use the inputs' own ground class where present")
     cli.tiling_options(s, "grid_size")
